@@ -1,0 +1,296 @@
+"""The HTTP API: Litestar routes, the key gate in front of them, and one error layer.
+
+Request flow: KeyGate (401 for any /v1 request without a valid key, before routing, so nothing
+is revealed to a caller without a key) -> Litestar routing (404/405) -> handler: parse and
+validate the request into a Struct -> compile -> run on a worker thread against the snapshot
+the request started with -> msgspec-encoded envelope. Every exception on the way becomes an
+envelope in `error_response`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+import anyio
+import duckdb
+from litestar import Litestar, Request, Response, get, post
+from litestar.exceptions import HTTPException
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from .accounts import Accounts
+from .compiler import (
+    CompiledQuery,
+    compile_companies_query,
+    compile_contacts_query,
+    lookup_company_sql,
+    lookup_contact_sql,
+)
+from .config import Settings
+from .envelope import ERROR_STATUS, ApiError, error_body, problem, success_body
+from .openapi import openapi_document, swagger_page
+from .records import company_from_row, contact_from_row
+from .search_requests import (
+    CompanySearch,
+    ContactSearch,
+    SearchRequest,
+    parse_json_body,
+    parse_query_string,
+)
+from .snapshots import NoSnapshot, ServingSnapshots, Snapshot, SnapshotStore
+
+MAX_BODY = 64 * 1024
+JSON = "application/json"
+log = logging.getLogger("quarry")
+
+
+def create_app(settings: Settings) -> ASGIApp:
+    """The whole service as one ASGI app."""
+    snapshots = ServingSnapshots(
+        SnapshotStore(settings.data_dir, settings.keep_snapshots), duckdb_config(settings))
+    accounts = Accounts(settings.db_path)
+    app = Litestar(
+        route_handlers=[
+            contacts_search_post, contacts_search_get, companies_search_post,
+            companies_search_get, contact_lookup, company_lookup, health, schema_json,
+            schema_page,
+        ],
+        exception_handlers={Exception: error_response},
+        request_max_body_size=MAX_BODY,
+        openapi_config=None,
+        state={"snapshots": snapshots, "limiter": anyio.CapacityLimiter(
+            settings.duckdb_threads)},
+    )
+    return KeyGate(app, accounts)
+
+
+def duckdb_config(settings: Settings) -> dict[str, Any]:
+    """Per-connection limits; locked so that no query can loosen them."""
+    return {
+        "threads": settings.duckdb_threads,
+        "memory_limit": settings.duckdb_memory_limit,
+        "max_execution_time": str(settings.query_timeout_ms),
+        "enable_external_access": False,
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+        "lock_configuration": True,
+    }
+
+
+# --- searches --------------------------------------------------------------------------------
+
+
+@post("/v1/contacts/search", status_code=200)
+async def contacts_search_post(request: Request) -> Response:
+    search = parse_json_body(await _json_body(request), ContactSearch, "contacts search")
+    return await _search(request, search, compile_contacts_query, contact_from_row)
+
+
+@get("/v1/contacts/search")
+async def contacts_search_get(request: Request) -> Response:
+    search = parse_query_string(_query_pairs(request), ContactSearch, "contacts search")
+    return await _search(request, search, compile_contacts_query, contact_from_row)
+
+
+@post("/v1/companies/search", status_code=200)
+async def companies_search_post(request: Request) -> Response:
+    search = parse_json_body(await _json_body(request), CompanySearch, "companies search")
+    return await _search(request, search, compile_companies_query, company_from_row)
+
+
+@get("/v1/companies/search")
+async def companies_search_get(request: Request) -> Response:
+    search = parse_query_string(_query_pairs(request), CompanySearch, "companies search")
+    return await _search(request, search, compile_companies_query, company_from_row)
+
+
+@get("/v1/contacts/{record_id:str}")
+async def contact_lookup(request: Request, record_id: str) -> Response:
+    return await _lookup(request, "contact", record_id, lookup_contact_sql(), contact_from_row)
+
+
+@get("/v1/companies/{record_id:str}")
+async def company_lookup(request: Request, record_id: str) -> Response:
+    return await _lookup(request, "company", record_id, lookup_company_sql(), company_from_row)
+
+
+async def _search(request: Request, search: SearchRequest,
+                  compile_query: Callable[[Any], CompiledQuery],
+                  to_record: Callable[[tuple], Any]) -> Response:
+    snapshot = _snapshot(request)
+    compiled = compile_query(search)
+
+    def run() -> tuple[list[tuple], int]:
+        cursor = snapshot.cursor()
+        try:
+            rows = cursor.execute(compiled.page_sql, compiled.page_params).fetchall()
+            total = cursor.execute(compiled.count_sql, compiled.count_params).fetchone()[0]
+            return rows, total
+        finally:
+            cursor.close()
+
+    rows, total = await _in_worker(request, run)
+    meta = {"page": search.page, "per_page": search.per_page, "total": total,
+            "total_pages": -(-total // search.per_page), "dataset": snapshot.version}
+    return _ok([to_record(row) for row in rows], meta)
+
+
+async def _lookup(request: Request, kind: str, record_id: str, sql: str,
+                  to_record: Callable[[tuple], Any]) -> Response:
+    snapshot = _snapshot(request)
+
+    def run() -> tuple | None:
+        cursor = snapshot.cursor()
+        try:
+            return cursor.execute(sql, [record_id]).fetchone()
+        finally:
+            cursor.close()
+
+    row = await _in_worker(request, run)
+    if row is None:
+        raise ApiError.one("not_found", f"no {kind} with id {record_id!r}", "id")
+    return _ok(to_record(row), {"dataset": snapshot.version})
+
+
+# --- operations ------------------------------------------------------------------------------
+
+
+@get("/health")
+async def health(request: Request) -> Response:
+    snapshot = _snapshot(request)
+    data = {"status": "ok", "dataset": snapshot.version, "companies": snapshot.companies,
+            "contacts": snapshot.contacts}
+    return _ok(data, {"dataset": snapshot.version})
+
+
+@get("/schema/openapi.json")
+async def schema_json() -> Response:
+    return Response(content=openapi_document(), media_type=JSON)
+
+
+@get("/schema")
+async def schema_page() -> Response:
+    return Response(content=swagger_page(), media_type="text/html; charset=utf-8")
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _snapshot(request: Request) -> Snapshot:
+    return request.app.state["snapshots"].current()
+
+
+async def _in_worker(request: Request, work: Callable[[], Any]) -> Any:
+    # DuckDB releases the GIL, so worker threads use every core the limiter allows.
+    return await anyio.to_thread.run_sync(work, limiter=request.app.state["limiter"])
+
+
+async def _json_body(request: Request) -> bytes:
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > MAX_BODY:
+        raise _too_large()
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != JSON:
+        raise ApiError.one("unsupported_media_type",
+                           f"send the body as {JSON} (Content-Type was "
+                           f"{media_type or 'missing'})")
+    return await request.body()
+
+
+def _too_large() -> ApiError:
+    return ApiError.one("payload_too_large",
+                        f"the request body is larger than {MAX_BODY // 1024} KiB")
+
+
+def _query_pairs(request: Request) -> list[tuple[str, str]]:
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    try:
+        return parse_qsl(query, keep_blank_values=True, strict_parsing=False,
+                         encoding="utf-8", errors="strict", max_num_fields=1000)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ApiError.one("invalid_input", f"the query string cannot be read: {exc}") from None
+
+
+def _ok(data: Any, meta: dict[str, Any]) -> Response:
+    return Response(content=success_body(data, meta), media_type=JSON, status_code=200)
+
+
+def error_response(request: Request, exc: Exception) -> Response:
+    """Every failure, of any kind, as an envelope with the right id and status."""
+    if isinstance(exc, ApiError):
+        errors, headers = exc.errors, exc.headers
+    elif isinstance(exc, NoSnapshot):
+        errors, headers = [problem("unavailable", str(exc))], {}
+    elif isinstance(exc, duckdb.InterruptException):
+        errors, headers = [problem(
+            "query_timeout", "the query ran past the server's time budget and was stopped; "
+            "narrow the filters or try again")], {}
+    elif isinstance(exc, HTTPException):
+        errors, headers = [_http_problem(request, exc)], dict(exc.headers or {})
+    else:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        errors, headers = [problem("internal_error",
+                                   "an unexpected error occurred; it has been logged")], {}
+    return Response(content=error_body(errors), media_type=JSON,
+                    status_code=errors[0].code, headers=headers)
+
+
+def _http_problem(request: Request, exc: HTTPException):
+    status = exc.status_code
+    if status == 404:
+        return problem("not_found", f"no such path: {request.url.path}")
+    if status == 405:
+        allowed = (exc.headers or {}).get("allow", "")
+        return problem("method_not_allowed",
+                       f"{request.method} is not allowed on {request.url.path}"
+                       + (f"; allowed: {allowed}" if allowed else ""))
+    if status == 413:
+        return _too_large().errors[0]
+    if status == 415:
+        return problem("unsupported_media_type", f"send the body as {JSON}")
+    by_status = {code: error_id for error_id, code in ERROR_STATUS.items()}
+    if 400 <= status < 500 and status in by_status:
+        return problem(by_status[status], str(exc.detail))
+    log.error("unexpected HTTP exception %s on %s", status, request.url.path)
+    return problem("internal_error", "an unexpected error occurred; it has been logged")
+
+
+class KeyGate:
+    """Checks the Bearer key of every /v1 request before Litestar routes it."""
+
+    def __init__(self, app: ASGIApp, accounts: Accounts):
+        self.app = app
+        self.accounts = accounts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path == "/v1" or path.startswith("/v1/")):
+            key = bearer_key(scope)
+            info = await anyio.to_thread.run_sync(self.accounts.authenticate, key) if key else None
+            if info is None:
+                await _send_unauthorized(send, "missing or malformed" if key is None else "bad")
+                return
+            scope["state"] = {**scope.get("state", {}), "api_key": info}
+        await self.app(scope, receive, send)
+
+
+def bearer_key(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, key = value.decode("latin-1").strip().partition(" ")
+            if scheme.lower() == "bearer" and key.strip():
+                return key.strip()
+            return None
+    return None
+
+
+async def _send_unauthorized(send: Send, why: str) -> None:
+    details = ("send a valid API key as 'Authorization: Bearer qry_...'"
+               if why.startswith("missing") else "the API key is unknown or revoked")
+    body = error_body([problem("unauthorized", details, "Authorization")])
+    await send({"type": "http.response.start", "status": 401, "headers": [
+        (b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode()),
+        (b"www-authenticate", b'Bearer realm="quarry"')]})
+    await send({"type": "http.response.body", "body": body})

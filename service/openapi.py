@@ -1,0 +1,180 @@
+"""The OpenAPI 3.1 document (`/schema/openapi.json`) and its interactive page (`/schema`).
+
+Schemas come from the same msgspec Structs that validate requests and encode records, so the
+document cannot drift from the code; paths and the error table are written out here.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import msgspec
+
+from .envelope import ERROR_STATUS, ErrorObject
+from .records import Company, Contact
+from .search_requests import CompanySearch, ContactSearch
+
+
+class SearchMeta(msgspec.Struct):
+    page: int
+    per_page: int
+    total: int
+    total_pages: int
+    dataset: str
+
+
+class LookupMeta(msgspec.Struct):
+    dataset: str
+
+
+class Health(msgspec.Struct):
+    status: str
+    dataset: str
+    companies: int
+    contacts: int
+
+
+class ContactPage(msgspec.Struct):
+    data: list[Contact]
+    meta: SearchMeta
+    errors: list[ErrorObject]
+
+
+class CompanyPage(msgspec.Struct):
+    data: list[Company]
+    meta: SearchMeta
+    errors: list[ErrorObject]
+
+
+class ContactAnswer(msgspec.Struct):
+    data: Contact
+    meta: LookupMeta
+    errors: list[ErrorObject]
+
+
+class CompanyAnswer(msgspec.Struct):
+    data: Company
+    meta: LookupMeta
+    errors: list[ErrorObject]
+
+
+class HealthAnswer(msgspec.Struct):
+    data: Health
+    meta: LookupMeta
+    errors: list[ErrorObject]
+
+
+class ErrorAnswer(msgspec.Struct):
+    data: None
+    meta: dict[str, Any]
+    errors: list[ErrorObject]
+
+
+FIELD_DOCS = {
+    "added_after": "Company created_at >= this instant. ISO 8601 with Z or an offset, a naive "
+                   "date-time (UTC) or a date YYYY-MM-DD (midnight UTC).",
+    "added_before": "Company created_at <= this instant; same formats as added_after.",
+    "locations": "Any of these locations: city:CITY[||STATE[||COUNTRY]], state:STATE[||COUNTRY] "
+                 "or country:COUNTRY; an empty part is a wildcard.",
+    "functions": "Company function equals any of these.",
+    "industries": "Company industry equals any of these.",
+    "tlds": "Last label of the company's domain equals any of these; a leading dot is ignored.",
+    "technologies": "The company uses at least one of these technologies.",
+    "job_titles": "Job title contains any of these as a substring; % _ and \\ are literal.",
+    "departments": "Contact department equals any of these.",
+    "seniorities": "Contact seniority equals any of these.",
+    "has_personal_emails": "true: only contacts with a personal email. false: no filter.",
+    "has_linkedin_profile": "true: only contacts with a LinkedIn URL. false: no filter.",
+    "is_decision_maker": "true: only decision makers. false: no filter.",
+    "page": "Page number, from 1. page * per_page may not exceed 10,000.",
+    "per_page": "Records per page, 1 to 100.",
+}
+COMMON_ERRORS = ("unauthorized", "rate_limited", "unavailable", "query_timeout", "internal_error")
+
+
+def openapi_document() -> bytes:
+    return _document()
+
+
+@functools.cache
+def _document() -> bytes:
+    structs = [ContactSearch, CompanySearch, ContactPage, CompanyPage, ContactAnswer,
+               CompanyAnswer, HealthAnswer, ErrorAnswer]
+    _, components = msgspec.json.schema_components(
+        structs, ref_template="#/components/schemas/{name}")
+    for name in ("ContactSearch", "CompanySearch"):
+        for field, schema in components[name]["properties"].items():
+            base = field.removeprefix("exclude_")
+            if base in FIELD_DOCS:
+                prefix = "Leave out records matching: " if field != base else ""
+                schema["description"] = prefix + FIELD_DOCS[base]
+    paths: dict[str, Any] = {}
+    for kind, request, page in (("contacts", "ContactSearch", "ContactPage"),
+                                ("companies", "CompanySearch", "CompanyPage")):
+        paths[f"/v1/{kind}/search"] = {
+            "post": _operation(
+                f"Search {kind} (JSON body)", page, ("invalid_input", "invalid_json",
+                                                     "payload_too_large",
+                                                     "unsupported_media_type"),
+                requestBody={"required": True, "content": {"application/json": {
+                    "schema": {"$ref": f"#/components/schemas/{request}"}}}}),
+            "get": _operation(f"Search {kind} (query parameters)", page, ("invalid_input",),
+                              parameters=_query_parameters(components[request])),
+        }
+    for kind, answer in (("contacts", "ContactAnswer"), ("companies", "CompanyAnswer")):
+        paths[f"/v1/{kind}/{{id}}"] = {"get": _operation(
+            f"One {kind[:-1] if kind == 'contacts' else 'company'} by id", answer, ("not_found",),
+            parameters=[{"name": "id", "in": "path", "required": True,
+                         "schema": {"type": "string"}}])}
+    paths["/health"] = {"get": {**_operation("Service health and the current snapshot",
+                                             "HealthAnswer", ()), "security": []}}
+    document = {
+        "openapi": "3.1.0",
+        "info": {"title": "Quarry", "version": "1",
+                 "description": "B2B companies and contacts. Every answer is a {data, meta, "
+                                "errors} envelope; error ids: " + ", ".join(ERROR_STATUS)},
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "An API key, qry_..."}},
+        },
+    }
+    return msgspec.json.encode(document)
+
+
+def _operation(summary: str, answer: str, error_ids: tuple[str, ...], **extra: Any) -> dict:
+    responses: dict[str, Any] = {"200": {"description": "Success", "content": {
+        "application/json": {"schema": {"$ref": f"#/components/schemas/{answer}"}}}}}
+    for error_id in (*error_ids, "method_not_allowed", *COMMON_ERRORS):
+        status = str(ERROR_STATUS[error_id])
+        entry = responses.setdefault(status, {"description": "", "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/ErrorAnswer"}}}})
+        entry["description"] = ", ".join(filter(None, [entry["description"], error_id]))
+    return {"summary": summary, "responses": responses, **extra}
+
+
+def _query_parameters(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"name": name, "in": "query", "required": False, "schema": prop,
+             "style": "form", "explode": True}
+            for name, prop in schema["properties"].items()]
+
+
+def swagger_page() -> str:
+    return SWAGGER_PAGE
+
+
+SWAGGER_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Quarry API</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
+</head><body><div id="docs"></div>
+<noscript>The machine-readable document is at <a href="/schema/openapi.json">
+/schema/openapi.json</a>.</noscript>
+<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "/schema/openapi.json", dom_id: "#docs"});</script>
+</body></html>
+"""

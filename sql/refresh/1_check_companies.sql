@@ -1,0 +1,43 @@
+-- Refresh, step 1: type and check every company row of the drop.
+-- Input: raw_companies (every column as text, technologies as a text list, source_row).
+-- Output: checked_companies, one row per input row: typed values, and `reason` (NULL = good).
+-- Rules are SPEC section 4; the first broken rule of a row is its reason.
+
+CREATE MACRO clean_text(x) AS nullif(trim(x, whitespace_chars()), '');
+
+CREATE TABLE typed_companies AS
+SELECT
+    source_row,
+    clean_text(id) AS id,
+    clean_text(name) AS name,
+    lower(clean_text(domain)) AS domain,
+    clean_text(industry) AS industry,
+    clean_text("function") AS "function",
+    clean_text(city) AS city,
+    clean_text(state) AS state,
+    clean_text(country) AS country,
+    coalesce(list_filter(list_transform(technologies, lambda t: clean_text(t)), lambda t: t IS NOT NULL),
+             []::VARCHAR[]) AS technologies,
+    clean_text(employee_count) AS employee_count_text,
+    CASE WHEN regexp_full_match(clean_text(employee_count), '[+-]?[0-9]{1,18}')
+         THEN CAST(clean_text(employee_count) AS BIGINT) END AS employee_count,
+    clean_text(created_at) AS created_at_text,
+    timezone('UTC', try_cast(clean_text(created_at) AS TIMESTAMPTZ)) AS created_at
+FROM raw_companies;
+
+CREATE TABLE checked_companies AS
+SELECT
+    * EXCLUDE (employee_count_text, created_at_text),
+    CASE
+        WHEN id IS NULL THEN 'missing required value: id'
+        WHEN name IS NULL THEN 'missing required value: name'
+        WHEN created_at_text IS NULL THEN 'missing required value: created_at'
+        WHEN created_at IS NULL THEN 'unreadable value: created_at'
+        WHEN employee_count_text IS NOT NULL AND employee_count IS NULL
+            THEN 'unreadable value: employee_count'
+        WHEN employee_count < 0 THEN 'invalid value: employee_count is negative'
+        WHEN count(*) OVER (PARTITION BY id) > 1 THEN 'duplicate id'
+    END AS reason
+FROM typed_companies;
+
+DROP TABLE typed_companies;
