@@ -107,13 +107,13 @@ async def companies_search_get(request: Request) -> Response:
 
 
 @get("/v1/contacts/{record_id:str}")
-async def contact_lookup(request: Request, record_id: str) -> Response:
-    return await _lookup(request, "contact", record_id, lookup_contact_sql(), contact_from_row)
+async def contact_lookup(request: Request) -> Response:
+    return await _lookup(request, "contact", request.path_params["record_id"], lookup_contact_sql(), contact_from_row)
 
 
 @get("/v1/companies/{record_id:str}")
-async def company_lookup(request: Request, record_id: str) -> Response:
-    return await _lookup(request, "company", record_id, lookup_company_sql(), company_from_row)
+async def company_lookup(request: Request) -> Response:
+    return await _lookup(request, "company", request.path_params["record_id"], lookup_company_sql(), company_from_row)
 
 
 async def _search(request: Request, search: SearchRequest,

@@ -15,7 +15,6 @@ import contextlib
 import fcntl
 import json
 import os
-import secrets
 import shutil
 import threading
 import time
@@ -38,8 +37,9 @@ class NoSnapshot(SnapshotError):
 
 
 def new_version() -> str:
-    """Sortable by time, unique even for two refreshes in the same second."""
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(2)
+    """Sorts by creation time; refreshes run one at a time, so microseconds make it unique."""
+    now = time.time()
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)) + f"-{int(now * 1e6) % 10**6:06d}"
 
 
 class SnapshotStore:
@@ -69,7 +69,7 @@ class SnapshotStore:
                 manifest = json.loads((path / "manifest.json").read_text())
                 manifest["current"] = manifest["version"] == current
                 manifests.append(manifest)
-        return sorted(manifests, key=lambda m: (m["created_at"], m["version"]))
+        return sorted(manifests, key=lambda m: m["version"])
 
     def switch_to(self, version: str) -> None:
         """Point the service at a kept snapshot, in one atomic step."""

@@ -1,0 +1,170 @@
+"""Every failure is the envelope with the contract's id, status and field (SPEC section 1)."""
+
+from __future__ import annotations
+
+import pytest
+from litestar.testing import TestClient
+
+from service.accounts import Accounts
+from service.app import create_app
+from tests.conftest import make_settings
+
+
+def assert_envelope(answer, status: int, error_id: str, field: str | None = None) -> dict:
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"].startswith("application/json")
+    body = answer.json()
+    assert set(body) == {"data", "meta", "errors"}
+    assert body["data"] is None and isinstance(body["meta"], dict)
+    assert body["errors"], body
+    for error in body["errors"]:
+        assert error["code"] == status and error["details"]
+    assert error_id in [e["id"] for e in body["errors"]]
+    if field is not None:
+        assert field in [e.get("field") for e in body["errors"]]
+    return body
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"per_page": "10"}, "per_page"),
+    ({"per_page": 2.0}, "per_page"),
+    ({"per_page": 101}, "per_page"),
+    ({"page": 0}, "page"),
+    ({"page": True}, "page"),
+    ({"industries": "Retail"}, "industries"),
+    ({"industries": [""]}, "industries"),
+    ({"industries": ["   "]}, "industries"),
+    ({"industries": ["x" * 201]}, "industries"),
+    ({"industries": ["a"] * 101}, "industries"),
+    ({"industries": [1]}, "industries"),
+    ({"job_title": ["manager"]}, "job_title"),
+    ({"is_decision_maker": "true"}, "is_decision_maker"),
+    ({"added_after": "yesterday"}, "added_after"),
+    ({"added_after": "2024-13-01"}, "added_after"),
+    ({"added_after": 20240101}, "added_after"),
+    ({"added_after": "2024-02-01", "added_before": "2024-01-01"}, "added_after"),
+    ({"page": 101, "per_page": 100}, "page"),
+    ({"locations": ["London"]}, "locations"),
+    ({"locations": ["town:London"]}, "locations"),
+    ({"locations": ["city:||UK"]}, "locations"),
+    ({"locations": ["country:A||B"]}, "locations"),
+    ({"locations": ["city:a||b||c||d"]}, "locations"),
+])
+def test_invalid_input_names_the_field(client, body, field):
+    assert_envelope(client.post("/v1/contacts/search", json=body), 400, "invalid_input", field)
+
+
+def test_contact_field_on_companies_search_is_refused(client):
+    body = assert_envelope(client.post("/v1/companies/search", json={"seniorities": ["VP"]}),
+                           400, "invalid_input", "seniorities")
+    assert "contacts" in body["errors"][0]["details"]
+
+
+def test_every_problem_is_reported_at_once(client):
+    body = assert_envelope(client.post("/v1/contacts/search", json={
+        "per_page": "x", "industries": "Retail", "job_title": ["a"]}), 400, "invalid_input")
+    assert {e["field"] for e in body["errors"]} == {"per_page", "industries", "job_title"}
+
+
+@pytest.mark.parametrize(("query", "field"), [
+    ("page=", "page"), ("page=1&page=2", "page"), ("per_page=ten", "per_page"),
+    ("is_decision_maker=yes", "is_decision_maker"), ("job_title=x", "job_title"),
+    ("industries=", "industries"),
+])
+def test_query_string_rules(client, query, field):
+    assert_envelope(client.get(f"/v1/contacts/search?{query}"), 400, "invalid_input", field)
+
+
+def test_query_string_parses_text(client):
+    answer = client.get("/v1/contacts/search?per_page=10&is_decision_maker=TRUE&"
+                        "seniorities=VP&seniorities=Director")
+    assert answer.status_code == 200
+    assert answer.json()["meta"]["per_page"] == 10
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b'"text"', b"", b"\xff\xfe"])
+def test_invalid_json(client, body):
+    answer = client.post("/v1/contacts/search", content=body,
+                         headers={"content-type": "application/json"})
+    assert_envelope(answer, 400, "invalid_json")
+
+
+def test_unsupported_media_type(client):
+    answer = client.post("/v1/contacts/search", content=b"{}",
+                         headers={"content-type": "text/plain"})
+    assert_envelope(answer, 415, "unsupported_media_type")
+
+
+def test_payload_too_large(client):
+    body = b'{"industries": ["' + b"a" * 70_000 + b'"]}'
+    answer = client.post("/v1/contacts/search", content=body,
+                         headers={"content-type": "application/json"})
+    assert_envelope(answer, 413, "payload_too_large")
+
+
+def test_not_found_path_and_record(client):
+    assert_envelope(client.get("/v1/nothing/here"), 404, "not_found")
+    assert_envelope(client.get("/v1/contacts/ctc_missing"), 404, "not_found", "id")
+    assert_envelope(client.get("/v1/companies/cmp_missing"), 404, "not_found", "id")
+
+
+def test_method_not_allowed(client):
+    assert_envelope(client.delete("/v1/contacts/search"), 405, "method_not_allowed")
+    assert_envelope(client.post("/v1/companies/cmp_0001", json={}), 405, "method_not_allowed")
+
+
+@pytest.mark.parametrize("header", [None, "", "Bearer", "Bearer ", "Basic abc",
+                                    "Bearer qry_unknown", "Token qry_x", "bearer nope"])
+def test_unauthorized_before_anything_else(served, header):
+    settings, _ = served
+    with TestClient(create_app(settings)) as anonymous:
+        headers = {} if header is None else {"Authorization": header}
+        for method, path, extra in [
+            ("GET", "/v1/contacts/search", {}),
+            ("GET", "/v1/no/such/path", {}),
+            ("DELETE", "/v1/contacts/search", {}),
+            ("POST", "/v1/contacts/search", {"content": b"x" * 70_000}),
+        ]:
+            answer = anonymous.request(method, path, headers=headers, **extra)
+            assert_envelope(answer, 401, "unauthorized")
+            assert answer.headers["www-authenticate"].lower().startswith("bearer")
+
+
+def test_bearer_scheme_is_case_insensitive(served, client):
+    _, key = served
+    for scheme in ("bearer", "BEARER", "Bearer"):
+        answer = client.get("/v1/companies/search", headers={"Authorization": f"{scheme} {key}"})
+        assert answer.status_code == 200
+
+
+def test_revoked_key_is_refused_at_once(served, client):
+    settings, _ = served
+    accounts = Accounts(settings.db_path)
+    key, info = accounts.create_key("tester@example.com", "short-lived")
+    headers = {"Authorization": f"Bearer {key}"}
+    assert client.get("/v1/companies/search", headers=headers).status_code == 200
+    accounts.revoke_key(info.prefix)
+    assert_envelope(client.get("/v1/companies/search", headers=headers), 401, "unauthorized")
+
+
+def test_unavailable_before_the_first_snapshot(tmp_path):
+    settings = make_settings(tmp_path / "empty")
+    accounts = Accounts(settings.db_path)
+    accounts.create_user("a@example.com", "long enough pw")
+    key, _ = accounts.create_key("a@example.com", "k")
+    with TestClient(create_app(settings)) as fresh:
+        assert_envelope(fresh.get("/health"), 503, "unavailable")
+        answer = fresh.get("/v1/contacts/search", headers={"Authorization": f"Bearer {key}"})
+        assert_envelope(answer, 503, "unavailable")
+
+
+def test_internal_error_leaks_nothing(client, monkeypatch):
+    import service.app
+
+    def explode(_request):
+        raise RuntimeError("SELECT secret FROM /srv/quarry/data/x.duckdb")
+
+    monkeypatch.setattr(service.app, "compile_companies_query", explode)
+    body = assert_envelope(client.post("/v1/companies/search", json={}), 500, "internal_error")
+    assert "SELECT" not in body["errors"][0]["details"]
+    assert "/srv" not in body["errors"][0]["details"]

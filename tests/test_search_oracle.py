@@ -1,0 +1,150 @@
+"""Hundreds of random filter combinations: the API must agree with the plain-Python oracle."""
+
+from __future__ import annotations
+
+import random
+from urllib.parse import urlencode
+
+import pytest
+
+from tests.fixture_drop import (
+    DEPARTMENTS,
+    FUNCTIONS,
+    INDUSTRIES,
+    LOCATIONS,
+    SENIORITIES,
+    TECHNOLOGIES,
+    TITLES,
+)
+from tests.oracle import company_matches, contact_matches
+
+
+def wobble(rng: random.Random, text: str) -> str:
+    """Same value, different case and surrounding space."""
+    text = rng.choice([text, text.upper(), text.lower(), text.title()])
+    return rng.choice(["", " ", "\t"]) + text + rng.choice(["", "  "])
+
+
+def random_location(rng: random.Random) -> str:
+    city, state, country = rng.choice([loc for loc in LOCATIONS if loc[2]])
+    kind = rng.choice(["city", "state", "country"] if city and state else ["country"])
+    if kind == "country":
+        parts = [country]
+    elif kind == "state":
+        parts = [state, rng.choice([country, ""])]
+    else:
+        parts = [city, rng.choice([state or "", ""]), rng.choice([country, ""])]
+        while len(parts) > 1 and rng.random() < 0.3 and parts[-1] == "":
+            parts.pop()
+    return rng.choice([kind, kind.upper(), kind.title()]) + ":" + "||".join(
+        wobble(rng, p) if p else p for p in parts)
+
+
+def random_values(rng, vocab, field):
+    if field == "tlds":
+        return [rng.choice(["", "."]) + rng.choice(["io", "UK", "com", "de", "ai", "org", "nl"])]
+    values = [v for v in vocab if v]
+    if field == "job_titles":
+        picks = []
+        for _ in range(rng.randint(1, 2)):
+            title = rng.choice(values)
+            start = rng.randint(0, len(title) - 1)
+            picks.append(title[start:start + rng.randint(1, 6)].strip() or title)
+        picks += rng.sample(["%", "_", "\\", "50%", "a_b", "manager"], rng.randint(0, 1))
+        return [wobble(rng, p) for p in picks]
+    chosen = rng.sample(values, rng.randint(1, min(3, len(values))))
+    if rng.random() < 0.2:
+        chosen.append("no such value")
+    return [wobble(rng, v) for v in chosen]
+
+
+COMPANY_VOCAB = {"industries": INDUSTRIES, "functions": FUNCTIONS, "technologies": TECHNOLOGIES,
+                 "tlds": None}
+CONTACT_VOCAB = {"job_titles": TITLES, "departments": DEPARTMENTS, "seniorities": SENIORITIES}
+
+
+def random_request(rng: random.Random, contacts: bool) -> dict:
+    request: dict = {}
+    fields = dict(COMPANY_VOCAB, **(CONTACT_VOCAB if contacts else {}))
+    for field, vocab in fields.items():
+        roll = rng.random()
+        if roll < 0.2:
+            request[field] = random_values(rng, vocab, field)
+        elif roll < 0.3:
+            request[f"exclude_{field}"] = random_values(rng, vocab, field)
+    if rng.random() < 0.3:
+        request["locations"] = [random_location(rng) for _ in range(rng.randint(1, 2))]
+    if rng.random() < 0.15:
+        request["exclude_locations"] = [random_location(rng)]
+    if rng.random() < 0.2:
+        request["added_after"] = f"{rng.randint(2015, 2025)}-0{rng.randint(1, 9)}-01"
+    if rng.random() < 0.2:
+        request["added_before"] = f"{rng.randint(2021, 2026)}-01-15T12:00:00+02:00"
+        if "added_after" in request and request["added_after"] > request["added_before"]:
+            del request["added_after"]
+    if contacts:
+        for flag in ("has_personal_emails", "has_linkedin_profile", "is_decision_maker"):
+            if rng.random() < 0.2:
+                request[flag] = rng.choice([True, False])
+    request["per_page"] = rng.choice([5, 25, 100])
+    request["page"] = rng.randint(1, 3)
+    return request
+
+
+def expected_ids(oracle_rows, request: dict, contacts: bool) -> list[str]:
+    companies, people = oracle_rows
+    if contacts:
+        found = [cid for cid, k in people.items()
+                 if contact_matches(k, companies[k["company_id"]], request)]
+    else:
+        found = [cid for cid, c in companies.items() if company_matches(c, request)]
+    return sorted(found)
+
+
+@pytest.mark.parametrize("contacts", [True, False], ids=["contacts", "companies"])
+def test_api_agrees_with_oracle(client, oracle_rows, contacts):
+    rng = random.Random(20261126 + contacts)
+    path = "/v1/contacts/search" if contacts else "/v1/companies/search"
+    non_empty = 0
+    for _ in range(200):
+        request = random_request(rng, contacts)
+        answer = client.post(path, json=request)
+        assert answer.status_code == 200, (request, answer.text)
+        body = answer.json()
+        ids = expected_ids(oracle_rows, request, contacts)
+        start = (request["page"] - 1) * request["per_page"]
+        assert body["meta"]["total"] == len(ids), request
+        assert [r["id"] for r in body["data"]] == ids[start:start + request["per_page"]], request
+        non_empty += bool(body["data"])
+    assert non_empty > 40  # the random requests must not all be vacuous
+
+
+def test_get_and_post_return_identical_bodies(client):
+    rng = random.Random(5)
+    for _ in range(40):
+        request = random_request(rng, contacts=True)
+        pairs = []
+        for name, value in request.items():
+            for item in value if isinstance(value, list) else [value]:
+                pairs.append((name, str(item).lower() if isinstance(item, bool) else str(item)))
+        by_get = client.get(f"/v1/contacts/search?{urlencode(pairs)}")
+        by_post = client.post("/v1/contacts/search", json=request)
+        assert by_get.status_code == by_post.status_code == 200
+        assert by_get.content == by_post.content
+
+
+def test_exclusion_keeps_records_without_a_value(client, oracle_rows):
+    companies, _ = oracle_rows
+    no_industry = {cid for cid, c in companies.items() if not (c["industry"] or "").strip()}
+    assert no_industry
+    found = set()
+    page = 1
+    while True:
+        body = client.post("/v1/companies/search", json={
+            "exclude_industries": ["Retail", "Software Development"], "per_page": 100,
+            "page": page}).json()
+        found |= {r["id"] for r in body["data"]}
+        if page >= body["meta"]["total_pages"]:
+            break
+        page += 1
+    assert no_industry <= found
