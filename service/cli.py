@@ -7,7 +7,9 @@ and exits non-zero (2 for bad input, 1 for anything else).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
+import signal
 import sys
 from pathlib import Path
 
@@ -107,11 +109,19 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from .app import create_app
 
-    app = create_app(settings)
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            # Finish the requests in flight, then exit 0; uvicorn would re-raise the signal.
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, self.handle_exit)
+            yield
+
+    config = uvicorn.Config(create_app(settings), host=args.host, port=args.port,
+                            log_level="warning", timeout_graceful_shutdown=10)
     print(f"quarry: serving on http://{args.host}:{args.port} (data: {settings.data_dir})",
           file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
-                timeout_graceful_shutdown=10)
+    Server(config).run()
     return 0
 
 
