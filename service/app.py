@@ -29,8 +29,9 @@ from .compiler import (
     lookup_contact_sql,
 )
 from .config import Settings
-from .envelope import ERROR_STATUS, ApiError, error_body, problem, success_body
+from .envelope import ERROR_STATUS, ApiError, ErrorObject, error_body, problem, success_body
 from .openapi import openapi_document, swagger_page
+from .ratelimit import TokenBuckets
 from .records import company_from_row, contact_from_row
 from .search_requests import (
     CompanySearch,
@@ -63,7 +64,7 @@ def create_app(settings: Settings) -> ASGIApp:
         state={"snapshots": snapshots, "limiter": anyio.CapacityLimiter(
             settings.duckdb_threads)},
     )
-    return KeyGate(app, accounts)
+    return KeyGate(app, accounts, TokenBuckets(settings.rate_limit))
 
 
 def duckdb_config(settings: Settings) -> dict[str, Any]:
@@ -108,12 +109,14 @@ async def companies_search_get(request: Request) -> Response:
 
 @get("/v1/contacts/{record_id:str}")
 async def contact_lookup(request: Request) -> Response:
-    return await _lookup(request, "contact", request.path_params["record_id"], lookup_contact_sql(), contact_from_row)
+    record_id = request.path_params["record_id"]
+    return await _lookup(request, "contact", record_id, lookup_contact_sql(), contact_from_row)
 
 
 @get("/v1/companies/{record_id:str}")
 async def company_lookup(request: Request) -> Response:
-    return await _lookup(request, "company", request.path_params["record_id"], lookup_company_sql(), company_from_row)
+    record_id = request.path_params["record_id"]
+    return await _lookup(request, "company", record_id, lookup_company_sql(), company_from_row)
 
 
 async def _search(request: Request, search: SearchRequest,
@@ -258,22 +261,45 @@ def _http_problem(request: Request, exc: HTTPException):
 
 
 class KeyGate:
-    """Checks the Bearer key of every /v1 request before Litestar routes it."""
+    """Checks the Bearer key and the key's request rate of every /v1 request, before Litestar
+    routes it, and adds the RateLimit-* headers to the answer."""
 
-    def __init__(self, app: ASGIApp, accounts: Accounts):
+    def __init__(self, app: ASGIApp, accounts: Accounts, buckets: TokenBuckets):
         self.app = app
         self.accounts = accounts
+        self.buckets = buckets
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] == "http" and (path == "/v1" or path.startswith("/v1/")):
-            key = bearer_key(scope)
-            info = await anyio.to_thread.run_sync(self.accounts.authenticate, key) if key else None
-            if info is None:
-                await _send_unauthorized(send, "missing or malformed" if key is None else "bad")
-                return
-            scope["state"] = {**scope.get("state", {}), "api_key": info}
-        await self.app(scope, receive, send)
+        if scope["type"] != "http" or not (path == "/v1" or path.startswith("/v1/")):
+            await self.app(scope, receive, send)
+            return
+        key = bearer_key(scope)
+        info = await anyio.to_thread.run_sync(self.accounts.authenticate, key) if key else None
+        if info is None:
+            details = ("the API key is unknown or revoked" if key else
+                       "send a valid API key as 'Authorization: Bearer qry_...'")
+            await _send_error(send, problem("unauthorized", details, "Authorization"),
+                              [(b"www-authenticate", b'Bearer realm="quarry"')])
+            return
+        decision = self.buckets.take(f"key:{info.id}")
+        headers = [(b"ratelimit-limit", str(decision.limit).encode()),
+                   (b"ratelimit-remaining", str(decision.remaining).encode()),
+                   (b"ratelimit-reset", str(decision.reset).encode())]
+        if not decision.allowed:
+            details = (f"this key is over its rate of {self.buckets.rate:g} requests per "
+                       f"second; retry in {decision.retry_after} s")
+            await _send_error(send, problem("rate_limited", details),
+                              [*headers, (b"retry-after", str(decision.retry_after).encode())])
+            return
+        scope["state"] = {**scope.get("state", {}), "api_key": info}
+
+        async def send_with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *headers]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def bearer_key(scope: Scope) -> str | None:
@@ -286,11 +312,9 @@ def bearer_key(scope: Scope) -> str | None:
     return None
 
 
-async def _send_unauthorized(send: Send, why: str) -> None:
-    details = ("send a valid API key as 'Authorization: Bearer qry_...'"
-               if why.startswith("missing") else "the API key is unknown or revoked")
-    body = error_body([problem("unauthorized", details, "Authorization")])
-    await send({"type": "http.response.start", "status": 401, "headers": [
+async def _send_error(send: Send, error: ErrorObject, headers: list[tuple[bytes, bytes]]) -> None:
+    body = error_body([error])
+    await send({"type": "http.response.start", "status": error.code, "headers": [
         (b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode()),
-        (b"www-authenticate", b'Bearer realm="quarry"')]})
+        *headers]})
     await send({"type": "http.response.body", "body": body})

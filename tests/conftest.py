@@ -18,6 +18,7 @@ from tests.oracle import load
 
 def make_settings(data_dir: Path, **overrides: str) -> Settings:
     env = {"QUARRY_DATA_DIR": str(data_dir), "QUARRY_DUCKDB_THREADS": "2",
+           "QUARRY_RATE_LIMIT": "100000",
            "QUARRY_DUCKDB_MEMORY_LIMIT": "1GB", **overrides}
     return Settings.from_env(env)
 

@@ -168,3 +168,38 @@ def test_internal_error_leaks_nothing(client, monkeypatch):
     body = assert_envelope(client.post("/v1/companies/search", json={}), 500, "internal_error")
     assert "SELECT" not in body["errors"][0]["details"]
     assert "/srv" not in body["errors"][0]["details"]
+
+
+def test_rate_limited_per_key_with_retry_after(tmp_path, fixture_drop):
+    from service.refresh import refresh
+    from service.snapshots import SnapshotStore
+
+    settings = make_settings(tmp_path / "data", QUARRY_RATE_LIMIT="2")
+    refresh(SnapshotStore(settings.data_dir), fixture_drop)
+    accounts = Accounts(settings.db_path)
+    accounts.create_user("busy@example.com", "long enough pw")
+    keys = [accounts.create_key("busy@example.com", name)[0] for name in ("a", "b")]
+    with TestClient(create_app(settings)) as fresh:
+        first = [fresh.get("/v1/companies/search", headers={"Authorization": f"Bearer {keys[0]}"})
+                 for _ in range(6)]
+        assert [a.status_code for a in first[:4]] == [200] * 4  # a burst of twice the rate
+        assert first[0].headers["ratelimit-limit"] == "4"
+        limited = first[-1]
+        assert_envelope(limited, 429, "rate_limited")
+        assert int(limited.headers["retry-after"]) >= 1
+        other = fresh.get("/v1/companies/search", headers={"Authorization": f"Bearer {keys[1]}"})
+        assert other.status_code == 200  # limits are per key, not per caller
+
+
+def test_token_bucket_refills_at_the_rate():
+    from service.ratelimit import TokenBuckets
+
+    now = [0.0]
+    buckets = TokenBuckets(rate=10, clock=lambda: now[0])
+    assert all(buckets.take("k").allowed for _ in range(20))
+    refused = buckets.take("k")
+    assert not refused.allowed and refused.retry_after == 1
+    now[0] += 0.1
+    assert buckets.take("k").allowed and not buckets.take("k").allowed
+    now[0] += 10
+    assert buckets.take("k").remaining == 19
