@@ -10,6 +10,8 @@ envelope in `error_response`.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -61,8 +63,10 @@ def create_app(settings: Settings) -> ASGIApp:
         exception_handlers={Exception: error_response},
         request_max_body_size=MAX_BODY,
         openapi_config=None,
-        state={"snapshots": snapshots, "limiter": anyio.CapacityLimiter(
-            settings.duckdb_threads)},
+        on_shutdown=[lambda: snapshots.close()],
+        state={"snapshots": snapshots,
+               "limiter": anyio.CapacityLimiter(settings.duckdb_threads),
+               "query_budget": settings.query_timeout_ms / 1000},
     )
     return KeyGate(app, accounts, TokenBuckets(settings.rate_limit))
 
@@ -125,16 +129,12 @@ async def _search(request: Request, search: SearchRequest,
     snapshot = _snapshot(request)
     compiled = compile_query(search)
 
-    def run() -> tuple[list[tuple], int]:
-        cursor = snapshot.cursor()
-        try:
-            rows = cursor.execute(compiled.page_sql, compiled.page_params).fetchall()
-            total = cursor.execute(compiled.count_sql, compiled.count_params).fetchone()[0]
-            return rows, total
-        finally:
-            cursor.close()
+    def run(cursor: duckdb.DuckDBPyConnection) -> tuple[list[tuple], int]:
+        rows = cursor.execute(compiled.page_sql, compiled.page_params).fetchall()
+        total = cursor.execute(compiled.count_sql, compiled.count_params).fetchone()[0]
+        return rows, total
 
-    rows, total = await _in_worker(request, run)
+    rows, total = await _in_worker(request, snapshot, run)
     meta = {"page": search.page, "per_page": search.per_page, "total": total,
             "total_pages": -(-total // search.per_page), "dataset": snapshot.version}
     return _ok([to_record(row) for row in rows], meta)
@@ -144,14 +144,10 @@ async def _lookup(request: Request, kind: str, record_id: str, sql: str,
                   to_record: Callable[[tuple], Any]) -> Response:
     snapshot = _snapshot(request)
 
-    def run() -> tuple | None:
-        cursor = snapshot.cursor()
-        try:
-            return cursor.execute(sql, [record_id]).fetchone()
-        finally:
-            cursor.close()
+    def run(cursor: duckdb.DuckDBPyConnection) -> tuple | None:
+        return cursor.execute(sql, [record_id]).fetchone()
 
-    row = await _in_worker(request, run)
+    row = await _in_worker(request, snapshot, run)
     if row is None:
         raise ApiError.one("not_found", f"no {kind} with id {record_id!r}", "id")
     return _ok(to_record(row), {"dataset": snapshot.version})
@@ -185,9 +181,35 @@ def _snapshot(request: Request) -> Snapshot:
     return request.app.state["snapshots"].current()
 
 
-async def _in_worker(request: Request, work: Callable[[], Any]) -> Any:
-    # DuckDB releases the GIL, so worker threads use every core the limiter allows.
-    return await anyio.to_thread.run_sync(work, limiter=request.app.state["limiter"])
+async def _in_worker(request: Request, snapshot: Snapshot,
+                     work: Callable[[duckdb.DuckDBPyConnection], Any]) -> Any:
+    """Run `work` on its own cursor in a worker thread, within the time budget.
+
+    DuckDB releases the GIL, so worker threads use every core the limiter allows. The budget
+    covers the whole of `work` (a page and its count): a timer interrupts the cursor, which
+    really stops the query, and an answer that arrives after the deadline is not sent.
+    """
+    budget = request.app.state["query_budget"]
+
+    def run() -> Any:
+        cursor = snapshot.cursor()
+        deadline = time.monotonic() + budget
+        timer = threading.Timer(budget, cursor.interrupt)
+        timer.start()
+        try:
+            result = work(cursor)
+        finally:
+            timer.cancel()
+            cursor.close()
+        if time.monotonic() > deadline:
+            raise QueryTimeout()
+        return result
+
+    return await anyio.to_thread.run_sync(run, limiter=request.app.state["limiter"])
+
+
+class QueryTimeout(Exception):
+    """The search ran past QUARRY_QUERY_TIMEOUT_MS."""
 
 
 async def _json_body(request: Request) -> bytes:
@@ -226,7 +248,7 @@ def error_response(request: Request, exc: Exception) -> Response:
         errors, headers = exc.errors, exc.headers
     elif isinstance(exc, NoSnapshot):
         errors, headers = [problem("unavailable", str(exc))], {}
-    elif isinstance(exc, duckdb.InterruptException):
+    elif isinstance(exc, (QueryTimeout, duckdb.InterruptException)):
         errors, headers = [problem(
             "query_timeout", "the query ran past the server's time budget and was stopped; "
             "narrow the filters or try again")], {}

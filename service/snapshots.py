@@ -174,6 +174,14 @@ class ServingSnapshots:
                 raise NoSnapshot("no data snapshot has been loaded yet; run 'quarry refresh'")
             return self._snapshot
 
+    def close(self) -> None:
+        """Let go of the open snapshot (at shutdown); DuckDB allows one configuration per file
+        and process, so a later app in the same process can then open it with its own."""
+        with self._lock:
+            if self._snapshot is not None:
+                self._snapshot.connection.close()
+            self._snapshot, self._seen = None, None
+
     def _open_current(self) -> Snapshot | None:
         version = self.store.current_version()
         if version is None:

@@ -203,3 +203,20 @@ def test_token_bucket_refills_at_the_rate():
     assert buckets.take("k").allowed and not buckets.take("k").allowed
     now[0] += 10
     assert buckets.take("k").remaining == 19
+
+
+def test_query_timeout_with_a_one_millisecond_budget(tmp_path, fixture_drop):
+    from service.refresh import refresh
+    from service.snapshots import SnapshotStore
+
+    settings = make_settings(tmp_path / "data", QUARRY_QUERY_TIMEOUT_MS="1")
+    refresh(SnapshotStore(settings.data_dir), fixture_drop)
+    accounts = Accounts(settings.db_path)
+    accounts.create_user("slow@example.com", "long enough pw")
+    key, _ = accounts.create_key("slow@example.com", "k")
+    with TestClient(create_app(settings)) as fresh:
+        fresh.headers["Authorization"] = f"Bearer {key}"
+        for _ in range(3):
+            assert_envelope(fresh.post("/v1/contacts/search", json={"job_titles": ["a"]}),
+                            503, "query_timeout")
+            assert_envelope(fresh.get("/v1/companies/search"), 503, "query_timeout")
