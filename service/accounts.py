@@ -152,7 +152,7 @@ class Accounts:
             cur = conn.execute(
                 "INSERT INTO api_keys (user_id, name, prefix, key_hash, created_at)"
                 " VALUES (?, ?, ?, ?, ?)",
-                (user["id"], name, key, _key_hash(key), _fmt(now)),
+                (user["id"], name, key[:KEY_SHOWN_CHARS], _key_hash(key), _fmt(now)),
             )
         info = KeyInfo(
             id=cur.lastrowid,
