@@ -20,6 +20,7 @@ import anyio
 import duckdb
 from litestar import Litestar, Request, Response, get, post
 from litestar.exceptions import HTTPException
+from litestar.response import Stream
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from .accounts import Accounts
@@ -32,11 +33,14 @@ from .compiler import (
 )
 from .config import Settings
 from .envelope import ERROR_STATUS, ApiError, ErrorObject, error_body, problem, success_body
+from .export import MEDIA_TYPES, ExportStream, compile_export_query
 from .openapi import openapi_document, swagger_page
 from .ratelimit import TokenBuckets
 from .records import company_from_row, contact_from_row
 from .search_requests import (
+    CompanyExport,
     CompanySearch,
+    ContactExport,
     ContactSearch,
     SearchRequest,
     parse_json_body,
@@ -57,8 +61,8 @@ def create_app(settings: Settings) -> ASGIApp:
     app = Litestar(
         route_handlers=[
             contacts_search_post, contacts_search_get, companies_search_post,
-            companies_search_get, contact_lookup, company_lookup, health, schema_json,
-            schema_page,
+            companies_search_get, contact_lookup, company_lookup, contacts_export,
+            companies_export, health, schema_json, schema_page,
         ],
         exception_handlers={Exception: error_response},
         request_max_body_size=MAX_BODY,
@@ -66,20 +70,18 @@ def create_app(settings: Settings) -> ASGIApp:
         on_shutdown=[lambda: snapshots.close()],
         state={"snapshots": snapshots,
                "limiter": anyio.CapacityLimiter(settings.duckdb_threads),
-               "query_budget": settings.query_timeout_ms / 1000},
+               "query_budget": settings.query_timeout_ms / 1000,
+               "exports": {}},
     )
     return KeyGate(app, accounts, TokenBuckets(settings.rate_limit))
 
 
 def duckdb_config(settings: Settings) -> dict[str, Any]:
-    """Per-connection limits; locked so that no query can loosen them."""
+    """Per-connection limits; locked so that no query can loosen them. The time budget is not
+    among them: searches get it from a timer (see `_in_worker`), exports may run long."""
     return {
         "threads": settings.duckdb_threads,
         "memory_limit": settings.duckdb_memory_limit,
-        "max_execution_time": str(settings.query_timeout_ms),
-        "enable_external_access": False,
-        "autoinstall_known_extensions": False,
-        "autoload_known_extensions": False,
         "lock_configuration": True,
     }
 
@@ -151,6 +153,60 @@ async def _lookup(request: Request, kind: str, record_id: str, sql: str,
     if row is None:
         raise ApiError.one("not_found", f"no {kind} with id {record_id!r}", "id")
     return _ok(to_record(row), {"dataset": snapshot.version})
+
+
+# --- bulk export ------------------------------------------------------------------------------
+
+MAX_EXPORTS_PER_KEY = 2
+
+
+@post("/v1/contacts/export", status_code=200)
+async def contacts_export(request: Request) -> Response | Stream:
+    export = parse_json_body(await _json_body(request), ContactExport, "contacts export")
+    return await _export(request, export)
+
+
+@post("/v1/companies/export", status_code=200)
+async def companies_export(request: Request) -> Response | Stream:
+    export = parse_json_body(await _json_body(request), CompanyExport, "companies export")
+    return await _export(request, export)
+
+
+async def _export(request: Request, export: ContactExport | CompanyExport) -> Stream:
+    snapshot = _snapshot(request)
+    query = compile_export_query(export)
+    key_id = request.scope["state"]["api_key"].id
+    running = request.app.state["exports"]
+    if running.get(key_id, 0) >= MAX_EXPORTS_PER_KEY:
+        raise ApiError.one("rate_limited", f"this key already runs {MAX_EXPORTS_PER_KEY} "
+                           "exports; wait for one to finish", headers={"Retry-After": "5"})
+    total = await _in_worker(request, snapshot, lambda cursor: cursor.execute(
+        query.count_sql, query.count_params).fetchone()[0])
+    cursor = snapshot.cursor()
+    limiter = request.app.state["limiter"]
+    running[key_id] = running.get(key_id, 0) + 1
+    try:
+        stream = await anyio.to_thread.run_sync(ExportStream, cursor, query, export.format,
+                                                limiter=limiter)
+    except BaseException:
+        running[key_id] -= 1
+        cursor.close()
+        raise
+
+    async def body():
+        try:
+            while (chunk := await anyio.to_thread.run_sync(stream.next_chunk,
+                                                           limiter=limiter)) is not None:
+                if chunk:
+                    yield chunk
+        finally:
+            # A client that went away stops the query; nothing is left running.
+            running[key_id] -= 1
+            cursor.interrupt()
+            cursor.close()
+
+    return Stream(body(), media_type=MEDIA_TYPES[export.format], status_code=200,
+                  headers={"Quarry-Total-Count": str(total)})
 
 
 # --- operations ------------------------------------------------------------------------------

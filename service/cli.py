@@ -98,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     use = snapshots.add_parser("use", help="switch the service to a kept snapshot")
     use.add_argument("version")
     use.set_defaults(run=cmd_snapshots_use)
+    export = commands.add_parser("export", help="export a whole search to a file")
+    export.add_argument("--format", required=True, choices=("ndjson", "csv", "parquet", "arrow"))
+    export.add_argument("--out", required=True, type=Path)
+    export.add_argument("--filters", default="{}", help="the request fields as a JSON object")
+    export.add_argument("--companies", action="store_true",
+                        help="export companies (default: contacts)")
+    export.set_defaults(run=cmd_export)
     return parser
 
 
@@ -224,6 +231,17 @@ def cmd_snapshots_use(args: argparse.Namespace, settings: Settings) -> int:
 
     SnapshotStore(settings.data_dir, settings.keep_snapshots).switch_to(args.version)
     print(f"snapshot {args.version} is current")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from .export import export_to_file
+    from .progress import ProgressBar
+
+    with ProgressBar() as bar:
+        rows = export_to_file(settings, args.filters, args.format, args.out,
+                              companies=args.companies, progress=bar.update)
+    print(f"exported {rows:,} {'companies' if args.companies else 'contacts'} to {args.out}")
     return 0
 
 

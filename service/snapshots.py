@@ -191,11 +191,21 @@ class ServingSnapshots:
         return open_snapshot(self.store, version, self.duckdb_config)
 
 
+# Every reader of a snapshot: UTC, no extension ever installed (loading the built-in ones stays
+# on: the TimeZone setting needs ICU), no file access beyond the snapshot's own database.
+READER_CONFIG = {
+    "TimeZone": "UTC",
+    "autoinstall_known_extensions": False,
+    "enable_external_access": False,
+}
+
+
 def open_snapshot(store: SnapshotStore, version: str, duckdb_config: dict[str, Any]) -> Snapshot:
+    """Open a kept snapshot read-only; `duckdb_config` adds to READER_CONFIG."""
     path = store.path_of(version)
     manifest = json.loads((path / "manifest.json").read_text())
     connection = duckdb.connect(str(path / "quarry.duckdb"), read_only=True,
-                                config=duckdb_config)
+                                config={**READER_CONFIG, **duckdb_config})
     return Snapshot(version, path, manifest, connection)
 
 
@@ -205,3 +215,12 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def open_current_snapshot(settings: Any) -> Snapshot:
+    """The current snapshot for an offline command (`quarry sql`, `quarry export`)."""
+    store = SnapshotStore(settings.data_dir)
+    version = store.current_version()
+    if version is None:
+        raise NoSnapshot("no data snapshot has been loaded yet; run 'quarry refresh' first")
+    return open_snapshot(store, version, {"memory_limit": settings.refresh_memory_limit})

@@ -13,7 +13,7 @@ import duckdb
 import msgspec
 
 from .config import Settings
-from .snapshots import NoSnapshot, SnapshotStore
+from .snapshots import open_current_snapshot
 
 
 def run_sql_file(settings: Settings, path: Path) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -22,14 +22,7 @@ def run_sql_file(settings: Settings, path: Path) -> tuple[list[str], list[tuple[
         text = path.read_text()
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror}") from None
-    store = SnapshotStore(settings.data_dir)
-    version = store.current_version()
-    if version is None:
-        raise NoSnapshot("no data snapshot has been loaded yet; run 'quarry refresh' first")
-    connection = duckdb.connect(
-        str(store.path_of(version) / "quarry.duckdb"), read_only=True,
-        config={"TimeZone": "UTC", "memory_limit": settings.refresh_memory_limit,
-                "enable_external_access": False, "autoinstall_known_extensions": False})
+    connection = open_current_snapshot(settings).connection
     try:
         statements = duckdb.extract_statements(text)
         if not statements:
