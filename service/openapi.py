@@ -13,7 +13,7 @@ import msgspec
 
 from .envelope import ERROR_STATUS, ErrorObject
 from .records import Company, Contact
-from .search_requests import CompanySearch, ContactSearch
+from .search_requests import CompanyExport, CompanySearch, ContactExport, ContactSearch
 
 
 class SearchMeta(msgspec.Struct):
@@ -89,6 +89,8 @@ FIELD_DOCS = {
     "is_decision_maker": "true: only decision makers. false: no filter.",
     "page": "Page number, from 1. page * per_page may not exceed 10,000.",
     "per_page": "Records per page, 1 to 100.",
+    "format": "Export format: ndjson (default), csv, parquet or arrow (an Arrow IPC stream).",
+    "limit": "Export at most this many records; absent means all.",
 }
 COMMON_ERRORS = ("unauthorized", "rate_limited", "unavailable", "query_timeout", "internal_error")
 
@@ -99,11 +101,11 @@ def openapi_document() -> bytes:
 
 @functools.cache
 def _document() -> bytes:
-    structs = [ContactSearch, CompanySearch, ContactPage, CompanyPage, ContactAnswer,
-               CompanyAnswer, HealthAnswer, ErrorAnswer]
+    structs = [ContactSearch, CompanySearch, ContactExport, CompanyExport, ContactPage,
+               CompanyPage, ContactAnswer, CompanyAnswer, HealthAnswer, ErrorAnswer]
     _, components = msgspec.json.schema_components(
         structs, ref_template="#/components/schemas/{name}")
-    for name in ("ContactSearch", "CompanySearch"):
+    for name in ("ContactSearch", "CompanySearch", "ContactExport", "CompanyExport"):
         for field, schema in components[name]["properties"].items():
             base = field.removeprefix("exclude_")
             if base in FIELD_DOCS:
@@ -122,6 +124,29 @@ def _document() -> bytes:
             "get": _operation(f"Search {kind} (query parameters)", page, ("invalid_input",),
                               parameters=_query_parameters(components[request])),
         }
+    for kind, request, record in (("contacts", "ContactExport", "Contact"),
+                                  ("companies", "CompanyExport", "Company")):
+        operation = _operation(
+            f"Export every matching {kind[:-1] if kind == 'contacts' else 'company'}, streamed",
+            "ErrorAnswer", ("invalid_input", "invalid_json", "payload_too_large",
+                            "unsupported_media_type"),
+            requestBody={"required": True, "content": {"application/json": {
+                "schema": {"$ref": f"#/components/schemas/{request}"}}}})
+        operation["responses"]["200"] = {
+            "description": "The records in id order, in the requested format. Header "
+                           "Quarry-Total-Count: the number of records that follow.",
+            "headers": {"Quarry-Total-Count": {"schema": {"type": "integer"}}},
+            "content": {
+                "application/x-ndjson": {"schema": {
+                    "description": f"One {record} object per line",
+                    "$ref": f"#/components/schemas/{record}"}},
+                "text/csv": {"schema": {"type": "string"}},
+                "application/vnd.apache.parquet": {"schema": {"type": "string",
+                                                              "format": "binary"}},
+                "application/vnd.apache.arrow.stream": {"schema": {"type": "string",
+                                                                   "format": "binary"}},
+            }}
+        paths[f"/v1/{kind}/export"] = {"post": operation}
     for kind, answer in (("contacts", "ContactAnswer"), ("companies", "CompanyAnswer")):
         paths[f"/v1/{kind}/{{id}}"] = {"get": _operation(
             f"One {kind[:-1] if kind == 'contacts' else 'company'} by id", answer, ("not_found",),

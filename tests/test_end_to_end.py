@@ -79,7 +79,8 @@ def test_schema_documents_every_endpoint(server):
     base, _, _ = server
     document = httpx.get(f"{base}/schema/openapi.json").json()
     assert {"/v1/contacts/search", "/v1/companies/search", "/v1/contacts/{id}",
-            "/v1/companies/{id}", "/health"} <= set(document["paths"])
+            "/v1/companies/{id}", "/v1/contacts/export", "/v1/companies/export",
+            "/health"} <= set(document["paths"])
     search = document["components"]["schemas"]["ContactSearch"]["properties"]
     assert {"job_titles", "exclude_job_titles", "has_personal_emails", "page"} <= set(search)
     assert "text/html" in httpx.get(f"{base}/schema").headers["content-type"]
