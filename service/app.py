@@ -73,7 +73,7 @@ def create_app(settings: Settings) -> ASGIApp:
                "query_budget": settings.query_timeout_ms / 1000,
                "exports": {}},
     )
-    return KeyGate(app, accounts, TokenBuckets(settings.rate_limit))
+    return OptionsNotAllowed(KeyGate(app, accounts, TokenBuckets(settings.rate_limit)))
 
 
 def duckdb_config(settings: Settings) -> dict[str, Any]:
@@ -378,6 +378,35 @@ class KeyGate:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class OptionsNotAllowed:
+    """Litestar answers OPTIONS by itself with an empty 204. The contract wants every answer in
+    the envelope, and the API serves no browser cross-origin, so OPTIONS is answered like any
+    other method a path does not allow: 405 with the Allow header."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        replaced = False
+
+        async def answer_405(message: dict) -> None:
+            nonlocal replaced
+            if message["type"] == "http.response.start" and message["status"] == 204:
+                replaced = True
+                allow = dict(message.get("headers", [])).get(b"allow", b"")
+                error = problem("method_not_allowed",
+                                f"OPTIONS is not allowed on {scope['path']}; allowed: "
+                                f"{allow.decode().replace(', OPTIONS', '')}")
+                await _send_error(send, error, [(b"allow", allow)])
+            elif not replaced:
+                await send(message)
+
+        await self.app(scope, receive, answer_405)
 
 
 def bearer_key(scope: Scope) -> str | None:

@@ -110,6 +110,8 @@ def test_not_found_path_and_record(client):
 
 def test_method_not_allowed(client):
     assert_envelope(client.delete("/v1/contacts/search"), 405, "method_not_allowed")
+    assert_envelope(client.options("/v1/contacts/search"), 405, "method_not_allowed")
+    assert_envelope(client.put("/health"), 405, "method_not_allowed")
     assert_envelope(client.post("/v1/companies/cmp_0001", json={}), 405, "method_not_allowed")
 
 
