@@ -133,6 +133,9 @@ async def _search(request: Request, search: SearchRequest,
 
     def run(cursor: duckdb.DuckDBPyConnection) -> tuple[list[tuple], int]:
         rows = cursor.execute(compiled.page_sql, compiled.page_params).fetchall()
+        if compiled.records_sql is not None and rows:
+            positions = [row[0] for row in rows]
+            rows = cursor.execute(compiled.records_sql, [positions]).fetchall()
         total = cursor.execute(compiled.count_sql, compiled.count_params).fetchone()[0]
         return rows, total
 

@@ -29,12 +29,17 @@ def _placeholders(count: int) -> str:
 
 
 class Filter:
-    """An array field of a search request; `table` is the table its columns live in."""
+    """An array field of a search request.
+
+    `table` says whose attribute it tests: "contact" filters run on the contact table only;
+    "company" filters run on the company table, and on the contact table too, which repeats
+    its company's match keys. `on` names the table the fragment is for.
+    """
 
     name: str
     table: str  # "company" or "contact"
 
-    def match(self, values: list[str]) -> Fragment:
+    def match(self, values: list[str], on: str) -> Fragment:
         raise NotImplementedError
 
 
@@ -46,7 +51,7 @@ class EqualsAny(Filter):
     table: str
     key_column: str
 
-    def match(self, values: list[str]) -> Fragment:
+    def match(self, values: list[str], on: str) -> Fragment:
         return Fragment(f"{self.key_column} IN ({_placeholders(len(values))})", list(values))
 
 
@@ -57,7 +62,7 @@ class TldFilter(Filter):
     name: str = "tlds"
     table: str = "company"
 
-    def match(self, values: list[str]) -> Fragment:
+    def match(self, values: list[str], on: str) -> Fragment:
         tlds = [value.lstrip(".") for value in values]
         return Fragment(f"tld IN ({_placeholders(len(tlds))})", tlds)
 
@@ -69,9 +74,10 @@ class TechnologyFilter(Filter):
     name: str = "technologies"
     table: str = "company"
 
-    def match(self, values: list[str]) -> Fragment:
+    def match(self, values: list[str], on: str) -> Fragment:
+        company_index = "idx" if on == "company" else "company_idx"
         return Fragment(
-            "idx IN (SELECT company_idx FROM company_technology "
+            f"{company_index} IN (SELECT company_idx FROM company_technology "
             f"WHERE tech_key IN ({_placeholders(len(values))}))", list(values))
 
 
@@ -82,7 +88,7 @@ class LocationFilter(Filter):
     name: str = "locations"
     table: str = "company"
 
-    def match(self, values: list[str]) -> Fragment:
+    def match(self, values: list[str], on: str) -> Fragment:
         alternatives, params = [], []
         for value in values:
             location = parse_location(value)
@@ -104,14 +110,14 @@ class JobTitleFilter(Filter):
     name: str = "job_titles"
     table: str = "contact"
 
-    def match(self, values: list[str]) -> Fragment:
+    def match(self, values: list[str], on: str) -> Fragment:
         tests = " OR ".join(["contains(title_key, lower(?))"] * len(values))
         return Fragment(f"title_idx IN (SELECT idx FROM title WHERE {tests})", list(values))
 
 
 ARRAY_FILTERS: tuple[Filter, ...] = (
     LocationFilter(),
-    EqualsAny("functions", "company", '"function_key"'),
+    EqualsAny("functions", "company", "function_key"),
     EqualsAny("industries", "company", "industry_key"),
     TldFilter(),
     TechnologyFilter(),
@@ -128,16 +134,17 @@ FLAG_COLUMNS = {
 }
 
 
-def conditions(request: Any, table: str) -> list[Fragment]:
-    """Every condition the request puts on `table`'s rows, ANDed by the caller."""
+def conditions(request: Any, table: str, on: str) -> list[Fragment]:
+    """Every condition the request puts on `table`'s attributes, as fragments over the table
+    `on` ("company" attributes can be tested on both tables). ANDed by the caller."""
     found = []
     for flt in ARRAY_FILTERS:
         if flt.table != table:
             continue
         if values := getattr(request, flt.name, None):
-            found.append(flt.match(values))
+            found.append(flt.match(values, on))
         if values := getattr(request, f"exclude_{flt.name}", None):
-            excluded = flt.match(values)
+            excluded = flt.match(values, on)
             found.append(Fragment(f"NOT coalesce(({excluded.sql}), false)", excluded.params))
     if table == "company":
         found.extend(_created_at_range(request.added_after, request.added_before))

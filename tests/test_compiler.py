@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import duckdb
 import pytest
 
 from service.compiler import compile_companies_query, compile_contacts_query, contacts_where
@@ -14,15 +13,13 @@ def contacts(**fields) -> ContactSearch:
 
 
 CASES = [
-    ({"industries": ["Retail", "Banking"]},
-     "(company_idx IN (SELECT idx FROM company WHERE (industry_key IN (lower(?), lower(?)))))",
+    ({"industries": ["Retail", "Banking"]}, "(industry_key IN (lower(?), lower(?)))",
      ["Retail", "Banking"]),
-    ({"exclude_industries": ["Retail"]},
-     "(company_idx IN (SELECT idx FROM company WHERE "
-     "(NOT coalesce((industry_key IN (lower(?))), false))))", ["Retail"]),
+    ({"exclude_industries": ["Retail"]}, "(NOT coalesce((industry_key IN (lower(?))), false))",
+     ["Retail"]),
     ({"tlds": [".io", "DE"]}, "tld IN (lower(?), lower(?))", ["io", "DE"]),
     ({"technologies": ["React"]},
-     "idx IN (SELECT company_idx FROM company_technology WHERE tech_key IN (lower(?)))",
+     "company_idx IN (SELECT company_idx FROM company_technology WHERE tech_key IN (lower(?)))",
      ["React"]),
     ({"locations": ["city:London||||United Kingdom", "state:CA"]},
      "((city_key = lower(?) AND country_key = lower(?)) OR (state_key = lower(?)))",
@@ -58,22 +55,38 @@ def test_timestamps_are_bound_as_naive_utc():
 
 
 def test_paging_is_bound_and_ordered_by_id():
+    # idx and cidx are the positions of the records in id order.
     query = compile_companies_query(CompanySearch(page=3, per_page=20, industries=["Retail"]))
-    assert query.page_sql.endswith("ORDER BY id LIMIT ? OFFSET ?")
+    assert query.page_sql.endswith("ORDER BY idx LIMIT ? OFFSET ?")
     assert query.page_params == ["Retail", 20, 40]
     assert query.count_params == ["Retail"]
+    query = compile_contacts_query(contacts(page=2, per_page=10, seniorities=["VP"]))
+    assert query.page_sql.startswith("SELECT cidx FROM contact")
+    assert query.page_sql.endswith("ORDER BY cidx LIMIT ? OFFSET ?")
+    assert query.page_params == ["VP", 10, 10]
+
+
+def test_contacts_total_uses_company_counts_when_only_companies_are_filtered():
+    only_companies = compile_contacts_query(contacts(industries=["Retail"], tlds=["io"]))
+    assert only_companies.count_sql.startswith("SELECT coalesce(sum(contact_count), 0) FROM "
+                                               "company WHERE")
+    assert only_companies.count_params == ["Retail", "io"]
+    both = compile_contacts_query(contacts(industries=["Retail"], is_decision_maker=True))
+    assert both.count_sql.startswith("SELECT count(*) FROM contact WHERE")
 
 
 def test_compiled_sql_is_valid_duckdb(served):
-    settings, _ = served
-    from service.snapshots import SnapshotStore
+    from service.app import duckdb_config
+    from service.snapshots import SnapshotStore, open_snapshot
 
+    settings, _ = served
     store = SnapshotStore(settings.data_dir)
-    db = duckdb.connect(str(store.path_of(store.current_version()) / "quarry.duckdb"),
-                        read_only=True)
+    # The same configuration as the app: DuckDB allows one per database file and process.
+    db = open_snapshot(store, store.current_version(), duckdb_config(settings)).cursor()
     for fields, _, _ in CASES:
         query = compile_contacts_query(contacts(**fields))
-        db.execute(query.page_sql, query.page_params).fetchall()
+        positions = [row[0] for row in db.execute(query.page_sql, query.page_params).fetchall()]
+        assert len(db.execute(query.records_sql, [positions]).fetchall()) == len(positions)
         assert db.execute(query.count_sql, query.count_params).fetchone()[0] >= 0
 
 
