@@ -13,7 +13,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint data refresh sql snapshots
+.PHONY: help install run test lint data refresh sql snapshots bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -50,3 +50,7 @@ sql: install ## run FILE=path.sql against the current snapshot (FORMAT=table|csv
 
 snapshots: install ## list the kept snapshots
 	@$(QUARRY) snapshots list
+
+SCALE ?= 10
+bench: install ## search latency, throughput, memory, exports at SCALE million contacts (default 10)
+	$(BIN)/python bench/bench.py --scale $(SCALE)

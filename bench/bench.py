@@ -1,0 +1,365 @@
+"""`make bench`: search latency, throughput, memory and cold start of a real `quarry serve`.
+
+Generates (and caches) a drop with `quarry generate`, refreshes it into its own data folder
+(cached while the drop and the refresh code are unchanged), starts `quarry serve`, and runs a
+fixed mix of searches over HTTP after a warm-up. In the same run it times a baseline: the same
+searches as hand-written DuckDB SQL, in this process, straight over the drop's Parquet files
+(views with a join at query time), and prints service/baseline per search. Then it streams
+exports in every format. Targets are printed as PASS/FAIL lines.
+
+    make bench            # 1,000,000 companies, 10,000,000 contacts
+    make bench SCALE=1    # 100,000 companies, 1,000,000 contacts, a few minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+QUARRY = [sys.executable, "-m", "service.cli"]
+
+# (name, endpoint, request fields, baseline WHERE over contacts k JOIN companies c / companies c)
+MIX = [
+    ("contacts: seniority VP", "contacts", {"seniorities": ["VP"]},
+     "lower(k.seniority) = 'vp'"),
+    ("contacts: title contains manager", "contacts", {"job_titles": ["manager"]},
+     "contains(lower(k.job_title), 'manager')"),
+    ("contacts: industry + country", "contacts",
+     {"industries": ["Software Development"], "locations": ["country:United States"]},
+     "lower(c.industry) = 'software development' AND lower(c.country) = 'united states'"),
+    ("contacts: technologies overlap", "contacts", {"technologies": ["Salesforce", "HubSpot"]},
+     "list_has_any(list_transform(c.technologies, lambda t: lower(t)), ['salesforce', 'hubspot'])"),
+    ("contacts: city + decision makers", "contacts",
+     {"locations": ["city:London||||United Kingdom"], "is_decision_maker": True},
+     "lower(c.city) = 'london' AND lower(c.country) = 'united kingdom' AND k.is_decision_maker"),
+    ("contacts: exclusions + linkedin", "contacts",
+     {"exclude_industries": ["Retail"], "exclude_job_titles": ["intern"],
+      "has_linkedin_profile": True},
+     "NOT coalesce(lower(c.industry) = 'retail', false) AND "
+     "NOT coalesce(contains(lower(k.job_title), 'intern'), false) AND k.linkedin_url IS NOT NULL"),
+    ("contacts: deep page 400", "contacts",
+     {"seniorities": ["Senior"], "page": 400, "per_page": 25},
+     "lower(k.seniority) = 'senior'"),
+    ("contacts: rare title + department", "contacts",
+     {"job_titles": ["chief"], "departments": ["Finance"]},
+     "contains(lower(k.job_title), 'chief') AND lower(k.department) = 'finance'"),
+    ("contacts: added after + personal email", "contacts",
+     {"added_after": "2024-01-01", "has_personal_emails": True},
+     "c.created_at >= TIMESTAMPTZ '2024-01-01 00:00:00+00' AND len(k.personal_emails) > 0"),
+    ("contacts: tld + function", "contacts", {"tlds": [".io"], "functions": ["Technology"]},
+     "c.domain ILIKE '%.io' AND lower(c.function) = 'technology'"),
+    ("contacts: exclude technology + director", "contacts",
+     {"exclude_technologies": ["Salesforce"], "seniorities": ["Director"]},
+     "NOT list_contains(list_transform(coalesce(c.technologies, []), lambda t: lower(t)), "
+     "'salesforce') AND lower(k.seniority) = 'director'"),
+    ("contacts: everything, page 1", "contacts", {}, "true"),
+    ("companies: technology + tld", "companies", {"technologies": ["React"], "tlds": ["io"]},
+     "list_contains(list_transform(c.technologies, lambda t: lower(t)), 'react') "
+     "AND c.domain ILIKE '%.io'"),
+    ("companies: industry + added after", "companies",
+     {"industries": ["Financial Services"], "added_after": "2024-01-01"},
+     "lower(c.industry) = 'financial services' "
+     "AND c.created_at >= TIMESTAMPTZ '2024-01-01 00:00:00+00'"),
+    ("companies: state, excluding a technology", "companies",
+     {"locations": ["state:California||United States"], "exclude_technologies": ["WordPress"]},
+     "lower(c.state) = 'california' AND lower(c.country) = 'united states' AND NOT "
+     "list_contains(list_transform(coalesce(c.technologies, []), lambda t: lower(t)), "
+     "'wordpress')"),
+]
+
+TARGETS = {"p50": 40.0, "p95": 100.0, "p99": 200.0, "rps2": 30.0, "memory_gib": 2.0,
+           "cold_start_s": 2.0}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=int, default=10, help="millions of contacts")
+    parser.add_argument("--rounds", type=int, default=12, help="timed passes over the mix")
+    parser.add_argument("--seconds", type=float, default=15, help="per throughput run")
+    parser.add_argument("--no-export", action="store_true")
+    args = parser.parse_args()
+    contacts = args.scale * 1_000_000
+    companies = contacts // 10
+    work = REPO / "data" / "bench" / f"{args.scale}m"
+    drop = prepare_drop(work, companies, contacts)
+    data_dir = prepare_snapshot(work, drop)
+
+    server = Server(data_dir)
+    try:
+        cold = server.start()
+        print(f"\ncold start (process start to first search answered): {cold:.2f} s")
+        service = time_service(server, args.rounds)
+        rps = {n: throughput(server, n, args.seconds) for n in (1, 2)}
+        baseline = time_baseline(drop, rounds=max(3, args.rounds // 4))
+        report(service, baseline, rps, cold)
+        if not args.no_export:
+            exports(server, contacts)
+        peak = server.peak_memory_gib()
+        print(f"\nserver peak memory (VmHWM): {peak:.2f} GiB")
+        verdict("server peak memory", peak <= TARGETS["memory_gib"],
+                f"{peak:.2f} GiB <= {TARGETS['memory_gib']} GiB")
+    finally:
+        server.stop()
+    return 0
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+def prepare_drop(work: Path, companies: int, contacts: int) -> Path:
+    drop = work / "drop"
+    if not (drop / "contacts.parquet").is_file():
+        print(f"generating {companies:,} companies and {contacts:,} contacts into {drop}")
+        run([*QUARRY, "generate", "--out", str(drop), "--companies", str(companies),
+             "--contacts", str(contacts), "--seed", "1"])
+    return drop
+
+
+def prepare_snapshot(work: Path, drop: Path) -> Path:
+    """Refresh once per version of the refresh code: the layout is what is being measured."""
+    code = hashlib.sha256()
+    for path in sorted([*(REPO / "sql").rglob("*.sql"), REPO / "service" / "refresh.py"]):
+        code.update(path.read_bytes())
+    data_dir = work / f"data-{code.hexdigest()[:12]}"
+    if not (data_dir / "CURRENT").is_file():
+        for old in work.glob("data-*"):
+            shutil.rmtree(old, ignore_errors=True)
+        print(f"refreshing {drop} into {data_dir}")
+        started = time.monotonic()
+        run([*QUARRY, "refresh", "--source", str(drop)], env={"QUARRY_DATA_DIR": str(data_dir)})
+        print(f"refresh took {time.monotonic() - started:.1f} s")
+    return data_dir
+
+
+# --- the server ------------------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+        self.key = ""
+
+    def start(self) -> float:
+        env = {**os.environ, "QUARRY_DATA_DIR": str(self.data_dir),
+               "QUARRY_RATE_LIMIT": "100000", "QUARRY_QUERY_TIMEOUT_MS": "30000"}
+        self.key = create_key(env)
+        started = time.monotonic()
+        self.process = subprocess.Popen([*QUARRY, "serve", "--port", str(self.port)], env=env,
+                                        cwd=REPO, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        with self.client() as client:
+            while True:
+                try:
+                    answer = client.post("/v1/contacts/search", json={"seniorities": ["VP"]})
+                    if answer.status_code == 200:
+                        return time.monotonic() - started
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() - started > 120 or self.process.poll() is not None:
+                    raise SystemExit("bench: quarry serve did not answer")
+                time.sleep(0.01)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base, timeout=120,
+                            headers={"Authorization": f"Bearer {self.key}"})
+
+    def peak_memory_gib(self) -> float:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        kib = int(next(line.split()[1] for line in status.splitlines()
+                       if line.startswith("VmHWM")))
+        return kib / 1024 / 1024
+
+    def rss_gib(self) -> float:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        kib = int(next(line.split()[1] for line in status.splitlines()
+                       if line.startswith("VmRSS")))
+        return kib / 1024 / 1024
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
+def create_key(env: dict[str, str]) -> str:
+    email = "bench@quarry.local"
+    subprocess.run([*QUARRY, "users", "create", email, "--password-stdin"], env=env,
+                   input="bench password\n", capture_output=True, text=True, cwd=REPO)
+    done = run([*QUARRY, "tokens", "create", "--user", email, "--name", "bench"], env=env,
+               capture=True)
+    return done.strip().splitlines()[-1]
+
+
+# --- measurements ----------------------------------------------------------------------------
+
+
+def time_service(server: Server, rounds: int) -> dict[str, list[float]]:
+    timings: dict[str, list[float]] = {name: [] for name, *_ in MIX}
+    with server.client() as client:
+        for _ in range(2):  # warm-up
+            for name, endpoint, fields, _ in MIX:
+                check(client.post(f"/v1/{endpoint}/search", json=fields), name)
+        for _ in range(rounds):
+            for name, endpoint, fields, _ in MIX:
+                started = time.perf_counter()
+                check(client.post(f"/v1/{endpoint}/search", json=fields), name)
+                timings[name].append((time.perf_counter() - started) * 1000)
+    return timings
+
+
+def throughput(server: Server, clients: int, seconds: float) -> float:
+    done = [0] * clients
+    deadline = time.monotonic() + seconds
+
+    def worker(slot: int) -> None:
+        with server.client() as client:
+            i = slot
+            while time.monotonic() < deadline:
+                name, endpoint, fields, _ = MIX[i % len(MIX)]
+                check(client.post(f"/v1/{endpoint}/search", json=fields), name)
+                done[slot] += 1
+                i += 1
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(clients)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(done) / (time.monotonic() - started)
+
+
+def time_baseline(drop: Path, rounds: int) -> dict[str, float]:
+    """The naive design: views over the drop's Parquet, a join at query time, ORDER BY id."""
+    db = duckdb.connect(config={"threads": 2, "memory_limit": "2GB", "TimeZone": "UTC",
+                                "autoinstall_known_extensions": False})
+    db.execute(f"CREATE VIEW companies AS SELECT * FROM read_parquet('{drop}/companies.parquet')")
+    db.execute(f"CREATE VIEW contacts AS SELECT * FROM read_parquet('{drop}/contacts.parquet')")
+    medians = {}
+    for name, endpoint, fields, where in MIX:
+        page, per_page = fields.get("page", 1), fields.get("per_page", 25)
+        window = f"ORDER BY {'k' if endpoint == 'contacts' else 'c'}.id LIMIT {per_page} " \
+                 f"OFFSET {(page - 1) * per_page}"
+        if endpoint == "contacts":
+            source = "contacts k JOIN companies c ON c.id = k.company_id"
+            page_sql = f"SELECT k.*, c.* FROM {source} WHERE {where} {window}"
+        else:
+            source = "companies c"
+            page_sql = f"SELECT c.* FROM {source} WHERE {where} {window}"
+        count_sql = f"SELECT count(*) FROM {source} WHERE {where}"
+        timings = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            db.execute(page_sql).fetchall()
+            db.execute(count_sql).fetchall()
+            timings.append((time.perf_counter() - started) * 1000)
+        medians[name] = statistics.median(timings)
+    return medians
+
+
+def exports(server: Server, contacts: int) -> None:
+    print(f"\nexport of every contact ({contacts:,}), streamed over loopback:")
+    targets = {"arrow": 1_000_000, "parquet": 1_000_000, "csv": 300_000, "ndjson": 300_000}
+    with server.client() as client:
+        for fmt, target in targets.items():
+            before = server.rss_gib()
+            peak = [before]
+            stop = threading.Event()
+            sampler = threading.Thread(target=sample_peak, args=(server, peak, stop))
+            sampler.start()
+            started = time.perf_counter()
+            size = 0
+            with client.stream("POST", "/v1/contacts/export", json={"format": fmt}) as answer:
+                total = int(answer.headers["quarry-total-count"])
+                for chunk in answer.iter_bytes():
+                    size += len(chunk)
+            elapsed = time.perf_counter() - started
+            stop.set()
+            sampler.join()
+            rate = total / elapsed
+            print(f"  {fmt:8s} {total:,} rows in {elapsed:6.1f} s = {rate:12,.0f} rows/s, "
+                  f"{size / 2**20:8.0f} MiB, server RSS {before:.2f} -> peak {peak[0]:.2f} GiB")
+            verdict(f"export {fmt} throughput", rate >= target,
+                    f"{rate:,.0f} rows/s >= {target:,}")
+            verdict(f"export {fmt} memory", peak[0] < 1.0, f"{peak[0]:.2f} GiB < 1 GiB")
+
+
+def sample_peak(server: Server, peak: list[float], stop: threading.Event) -> None:
+    while not stop.wait(0.2):
+        peak[0] = max(peak[0], server.rss_gib())
+
+
+def report(service: dict[str, list[float]], baseline: dict[str, float],
+           rps: dict[int, float], cold: float) -> None:
+    print(f"\n{'search':44s} {'median ms':>10s} {'baseline ms':>12s} {'ratio':>7s}")
+    for name, timings in service.items():
+        median = statistics.median(timings)
+        print(f"{name:44s} {median:10.1f} {baseline[name]:12.1f} "
+              f"{median / baseline[name]:7.2f}")
+    every = sorted(t for timings in service.values() for t in timings)
+    p50, p95, p99 = (percentile(every, q) for q in (50, 95, 99))
+    print(f"\nall searches (n={len(every)}): p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
+          f"p99 {p99:.1f} ms")
+    print(f"requests per second: {rps[1]:.1f} with 1 client, {rps[2]:.1f} with 2 clients")
+    total_service = sum(statistics.median(t) for t in service.values())
+    total_baseline = sum(baseline.values())
+    print(f"whole mix: service {total_service:.0f} ms, baseline {total_baseline:.0f} ms, "
+          f"ratio {total_service / total_baseline:.2f}")
+    verdict("p50", p50 <= TARGETS["p50"], f"{p50:.1f} ms <= {TARGETS['p50']} ms")
+    verdict("p95", p95 <= TARGETS["p95"], f"{p95:.1f} ms <= {TARGETS['p95']} ms")
+    verdict("p99", p99 <= TARGETS["p99"], f"{p99:.1f} ms <= {TARGETS['p99']} ms")
+    verdict("throughput, 2 clients", rps[2] >= TARGETS["rps2"],
+            f"{rps[2]:.1f} req/s >= {TARGETS['rps2']}")
+    verdict("cold start", cold <= TARGETS["cold_start_s"],
+            f"{cold:.2f} s <= {TARGETS['cold_start_s']} s")
+    deep = statistics.median(service["contacts: deep page 400"])
+    verdict("deep page within p95 target", deep <= TARGETS["p95"], f"{deep:.1f} ms")
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))
+    return ordered[index]
+
+
+def verdict(what: str, ok: bool, detail: str) -> None:
+    print(f"{'PASS' if ok else 'FAIL'}  {what}: {detail}")
+
+
+def check(answer: httpx.Response, name: str) -> None:
+    if answer.status_code != 200:
+        raise SystemExit(f"bench: {name} answered {answer.status_code}: {answer.text[:200]}")
+
+
+def run(command: list[str], env: dict[str, str] | None = None, capture: bool = False) -> str:
+    done = subprocess.run(command, cwd=REPO, env={**os.environ, **(env or {})}, text=True,
+                          stdout=subprocess.PIPE if capture else None)
+    if done.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(command[2:])} failed")
+    return done.stdout or ""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
