@@ -36,63 +36,88 @@ BATCH_ROWS = 64 * 1024
 
 @dataclass(frozen=True)
 class ExportQuery:
-    sql: str
+    """An export runs as a series of windows over the records' positions (cidx for contacts,
+    idx for companies: the rank of the id). Each window is sorted on its own, so the stream
+    comes out in id order while memory holds one window at most."""
+
+    window_sql: str           # params: *params, window start, window end, rows still wanted
     params: list[Any]
+    positions_sql: str        # how many positions there are
     count_sql: str
     count_params: list[Any]
+    limit: int | None
+
+
+WINDOW = 512 * 1024
 
 
 def compile_export_query(request: ContactExport | CompanyExport) -> ExportQuery:
     contacts = isinstance(request, ContactExport)
     where = contacts_where(request) if contacts else companies_where(request)
     shape = {"ndjson": "json", "csv": "flat"}.get(request.format, "nested")
-    limit = " LIMIT ?" if request.limit is not None else ""
-    limit_params = [request.limit] if request.limit is not None else []
     if contacts:
-        source = (
-            f"(SELECT * FROM contact WHERE {where.sql} ORDER BY id{limit}) contact "
-            "JOIN company ON company.idx = contact.company_idx"
-        )
-        columns, order = CONTACT_SHAPES[shape], "contact.id"
+        window = (f"SELECT {CONTACT_SHAPES[shape]} FROM (SELECT * FROM contact "
+                  f"WHERE {where.sql} AND cidx >= ? AND cidx < ? ORDER BY cidx LIMIT ?) contact "
+                  "JOIN company ON company.idx = contact.company_idx ORDER BY contact.cidx")
+        table = "contact"
     else:
-        source = f"(SELECT * FROM company WHERE {where.sql} ORDER BY id{limit}) company"
-        columns, order = COMPANY_SHAPES[shape], "company.id"
-    count = (
-        "SELECT count(*) FROM (SELECT 1 FROM "
-        f"{'contact' if contacts else 'company'} WHERE {where.sql}{limit})"
-    )
+        window = (f"SELECT {COMPANY_SHAPES[shape]} FROM company "
+                  f"WHERE {where.sql} AND idx >= ? AND idx < ? ORDER BY idx LIMIT ?")
+        table = "company"
+    count = f"SELECT count(*) FROM {table} WHERE {where.sql}"
+    if request.limit is not None:
+        count = f"SELECT least(({count}), ?)"
     return ExportQuery(
-        sql=f"SELECT {columns} FROM {source} ORDER BY {order}",
-        params=[*where.params, *limit_params],
+        window_sql=window, params=where.params,
+        positions_sql=f"SELECT count(*) FROM {table}",
         count_sql=count,
-        count_params=[*where.params, *limit_params],
-    )
+        count_params=[*where.params, *([request.limit] if request.limit is not None else [])],
+        limit=request.limit)
 
 
 class ExportStream:
     """One export in progress: call `next_chunk` until it returns None.
 
-    Each call reads one record batch from DuckDB (produced on demand, so memory stays flat)
-    and returns its bytes in the chosen format; the end marker comes with the last chunk.
+    Each call reads one record batch from DuckDB (produced on demand, window by window, so
+    memory stays flat) and returns its bytes in the chosen format; the end marker comes with
+    the last chunk.
     """
 
     def __init__(self, cursor: duckdb.DuckDBPyConnection, query: ExportQuery, fmt: str):
-        self.reader = cursor.sql(query.sql, params=query.params).to_arrow_reader(BATCH_ROWS)
-        self.writer = writer_for(fmt, self.reader.schema)
+        self.cursor = cursor
+        self.query = query
+        self.positions = cursor.execute(query.positions_sql).fetchall()[0][0]
+        self.start = 0
+        self.wanted = query.limit
         self.rows = 0
         self.finished = False
+        self.reader = self._next_window()
+        self.writer = writer_for(fmt, self.reader.schema)
 
     def next_chunk(self) -> bytes | None:
         while not self.finished:
             try:
                 batch = self.reader.read_next_batch()
             except StopIteration:
-                self.finished = True
-                return self.writer.finish()
+                if self.start >= self.positions or self.wanted == 0:
+                    self.finished = True
+                    return self.writer.finish()
+                self.reader = self._next_window()
+                continue
             self.rows += batch.num_rows
-            if chunk := self.writer.write(batch):
+            if self.wanted is not None:
+                self.wanted -= batch.num_rows
+            if batch.num_rows and (chunk := self.writer.write(batch)):
                 return chunk
         return None
+
+    def _next_window(self) -> pa.RecordBatchReader:
+        low, high = self.start, self.start + WINDOW
+        self.start = high
+        wanted = self.wanted if self.wanted is not None else WINDOW
+        return self.cursor.sql(self.query.window_sql,
+                               params=[*self.query.params, low, high, wanted]
+                               ).to_arrow_reader(BATCH_ROWS)
 
 
 class FormatWriter:
