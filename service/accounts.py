@@ -71,8 +71,11 @@ class Accounts:
         self._local = threading.local()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # The file holds password hashes: create it private before SQLite creates it world-readable
-        # (SQLite gives the -wal and -shm files the same mode).
-        os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        # (SQLite gives the -wal and -shm files the same mode). Only when it is missing: closing
+        # a descriptor of an open database drops the POSIX locks of every SQLite connection of
+        # this process to it, and another process may then delete the WAL under them.
+        if not self.path.exists():
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         with self._connect() as conn:
             # WAL is a property of the file, so setting it once here covers every later connection.
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]

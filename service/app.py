@@ -23,20 +23,31 @@ from litestar.exceptions import HTTPException
 from litestar.response import Stream
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from .access_log import AccessLog, note_rows
 from .accounts import Accounts
 from .compiler import (
+    COMPANY_POSITION_SQL,
+    COMPANY_RECORDS_SQL,
+    CONTACT_POSITION_SQL,
+    CONTACT_RECORDS_SQL,
     CompiledQuery,
     compile_companies_query,
     compile_contacts_query,
-    lookup_company_sql,
-    lookup_contact_sql,
 )
 from .config import Settings
-from .envelope import ERROR_STATUS, ApiError, ErrorObject, error_body, problem, success_body
+from .envelope import (
+    ERROR_STATUS,
+    ApiError,
+    ErrorObject,
+    error_body,
+    problem,
+    records_body,
+    success_body,
+)
 from .export import MEDIA_TYPES, ExportStream, compile_export_query
+from .guard import FailedAuths
 from .openapi import openapi_document, swagger_page
 from .ratelimit import TokenBuckets
-from .records import company_from_row, contact_from_row
 from .search_requests import (
     CompanyExport,
     CompanySearch,
@@ -47,6 +58,7 @@ from .search_requests import (
     parse_query_string,
 )
 from .snapshots import NoSnapshot, ServingSnapshots, Snapshot, SnapshotStore
+from .web import web_app_kwargs
 
 MAX_BODY = 64 * 1024
 JSON = "application/json"
@@ -58,12 +70,14 @@ def create_app(settings: Settings) -> ASGIApp:
     snapshots = ServingSnapshots(
         SnapshotStore(settings.data_dir, settings.keep_snapshots), duckdb_config(settings))
     accounts = Accounts(settings.db_path)
+    web = web_app_kwargs(settings, accounts)  # the "API tokens" pages (service/web.py)
     app = Litestar(
         route_handlers=[
             contacts_search_post, contacts_search_get, companies_search_post,
             companies_search_get, contact_lookup, company_lookup, contacts_export,
-            companies_export, health, schema_json, schema_page,
+            companies_export, health, schema_json, schema_page, *web.pop("route_handlers"),
         ],
+        **web,
         exception_handlers={Exception: error_response},
         request_max_body_size=MAX_BODY,
         openapi_config=None,
@@ -73,7 +87,7 @@ def create_app(settings: Settings) -> ASGIApp:
                "query_budget": settings.query_timeout_ms / 1000,
                "exports": {}},
     )
-    return OptionsNotAllowed(KeyGate(app, accounts, TokenBuckets(settings.rate_limit)))
+    return AccessLog(OptionsNotAllowed(KeyGate(app, accounts, TokenBuckets(settings.rate_limit))))
 
 
 def duckdb_config(settings: Settings) -> dict[str, Any]:
@@ -92,70 +106,77 @@ def duckdb_config(settings: Settings) -> dict[str, Any]:
 @post("/v1/contacts/search", status_code=200)
 async def contacts_search_post(request: Request) -> Response:
     search = parse_json_body(await _json_body(request), ContactSearch, "contacts search")
-    return await _search(request, search, compile_contacts_query, contact_from_row)
+    return await _search(request, search, compile_contacts_query)
 
 
 @get("/v1/contacts/search")
 async def contacts_search_get(request: Request) -> Response:
     search = parse_query_string(_query_pairs(request), ContactSearch, "contacts search")
-    return await _search(request, search, compile_contacts_query, contact_from_row)
+    return await _search(request, search, compile_contacts_query)
 
 
 @post("/v1/companies/search", status_code=200)
 async def companies_search_post(request: Request) -> Response:
     search = parse_json_body(await _json_body(request), CompanySearch, "companies search")
-    return await _search(request, search, compile_companies_query, company_from_row)
+    return await _search(request, search, compile_companies_query)
 
 
 @get("/v1/companies/search")
 async def companies_search_get(request: Request) -> Response:
     search = parse_query_string(_query_pairs(request), CompanySearch, "companies search")
-    return await _search(request, search, compile_companies_query, company_from_row)
+    return await _search(request, search, compile_companies_query)
 
 
 @get("/v1/contacts/{record_id:str}")
 async def contact_lookup(request: Request) -> Response:
     record_id = request.path_params["record_id"]
-    return await _lookup(request, "contact", record_id, lookup_contact_sql(), contact_from_row)
+    return await _lookup(request, "contact", record_id, CONTACT_POSITION_SQL, CONTACT_RECORDS_SQL)
 
 
 @get("/v1/companies/{record_id:str}")
 async def company_lookup(request: Request) -> Response:
     record_id = request.path_params["record_id"]
-    return await _lookup(request, "company", record_id, lookup_company_sql(), company_from_row)
+    return await _lookup(request, "company", record_id, COMPANY_POSITION_SQL, COMPANY_RECORDS_SQL)
 
 
 async def _search(request: Request, search: SearchRequest,
-                  compile_query: Callable[[Any], CompiledQuery],
-                  to_record: Callable[[tuple], Any]) -> Response:
+                  compile_query: Callable[[Any], CompiledQuery]) -> Response:
     snapshot = _snapshot(request)
     compiled = compile_query(search)
 
-    def run(cursor: duckdb.DuckDBPyConnection) -> tuple[list[tuple], int]:
-        rows = cursor.execute(compiled.page_sql, compiled.page_params).fetchall()
-        if compiled.records_sql is not None and rows:
-            positions = [row[0] for row in rows]
-            rows = cursor.execute(compiled.records_sql, [positions]).fetchall()
+    def run(cursor: duckdb.DuckDBPyConnection) -> tuple[list[str], int]:
+        positions = [row[0] for row in cursor.execute(compiled.page_sql,
+                                                      compiled.page_params).fetchall()]
+        records = _records(cursor, compiled.records_sql, positions)
         total = cursor.execute(compiled.count_sql, compiled.count_params).fetchone()[0]
-        return rows, total
+        return records, total
 
-    rows, total = await _in_worker(request, snapshot, run)
+    records, total = await _in_worker(request, snapshot, run)
+    note_rows(request.scope, len(records))
     meta = {"page": search.page, "per_page": search.per_page, "total": total,
             "total_pages": -(-total // search.per_page), "dataset": snapshot.version}
-    return _ok([to_record(row) for row in rows], meta)
+    return _raw_ok(records_body(records, meta))
 
 
-async def _lookup(request: Request, kind: str, record_id: str, sql: str,
-                  to_record: Callable[[tuple], Any]) -> Response:
+async def _lookup(request: Request, kind: str, record_id: str, position_sql: str,
+                  records_sql: str) -> Response:
     snapshot = _snapshot(request)
 
-    def run(cursor: duckdb.DuckDBPyConnection) -> tuple | None:
-        return cursor.execute(sql, [record_id]).fetchone()
+    def run(cursor: duckdb.DuckDBPyConnection) -> list[str]:
+        positions = [row[0] for row in cursor.execute(position_sql, [record_id]).fetchall()]
+        return _records(cursor, records_sql, positions)
 
-    row = await _in_worker(request, snapshot, run)
-    if row is None:
+    records = await _in_worker(request, snapshot, run)
+    if not records:
         raise ApiError.one("not_found", f"no {kind} with id {record_id!r}", "id")
-    return _ok(to_record(row), {"dataset": snapshot.version})
+    return _raw_ok(records_body(records[0], {"dataset": snapshot.version}))
+
+
+def _records(cursor: duckdb.DuckDBPyConnection, records_sql: str,
+             positions: list[int]) -> list[str]:
+    if not positions:
+        return []
+    return [row[0] for row in cursor.execute(records_sql, [positions]).fetchall()]
 
 
 # --- bulk export ------------------------------------------------------------------------------
@@ -205,6 +226,7 @@ async def _export(request: Request, export: ContactExport | CompanyExport) -> St
         finally:
             # A client that went away stops the query; nothing is left running.
             running[key_id] -= 1
+            note_rows(request.scope, stream.rows)
             cursor.interrupt()
             cursor.close()
 
@@ -264,7 +286,21 @@ async def _in_worker(request: Request, snapshot: Snapshot,
             raise QueryTimeout()
         return result
 
-    return await anyio.to_thread.run_sync(run, limiter=request.app.state["limiter"])
+    # Wait at most SLOT_WAIT for a query slot, then refuse rather than pile up waiting requests.
+    limiter = request.app.state["limiter"]
+    try:
+        with anyio.fail_after(SLOT_WAIT):
+            await limiter.acquire()
+    except TimeoutError:
+        raise ApiError.one("unavailable", "the server is busy: every query slot stayed taken; "
+                           "retry in a moment", headers={"Retry-After": "1"}) from None
+    try:
+        return await anyio.to_thread.run_sync(run)
+    finally:
+        limiter.release()
+
+
+SLOT_WAIT = 2.0  # seconds a query waits for one of the QUARRY_DUCKDB_THREADS slots
 
 
 class QueryTimeout(Exception):
@@ -299,6 +335,10 @@ def _query_pairs(request: Request) -> list[tuple[str, str]]:
 
 def _ok(data: Any, meta: dict[str, Any]) -> Response:
     return Response(content=success_body(data, meta), media_type=JSON, status_code=200)
+
+
+def _raw_ok(body: bytes) -> Response:
+    return Response(content=body, media_type=JSON, status_code=200)
 
 
 def error_response(request: Request, exc: Exception) -> Response:
@@ -343,21 +383,30 @@ def _http_problem(request: Request, exc: HTTPException):
 
 class KeyGate:
     """Checks the Bearer key and the key's request rate of every /v1 request, before Litestar
-    routes it, and adds the RateLimit-* headers to the answer."""
+    routes it, and adds the RateLimit-* headers to the answer. An address that sends too many
+    requests without a valid key gets 429 instead of 401 for a while (see `service.guard`)."""
 
-    def __init__(self, app: ASGIApp, accounts: Accounts, buckets: TokenBuckets):
+    def __init__(self, app: ASGIApp, accounts: Accounts, buckets: TokenBuckets,
+                 failed_auths: FailedAuths | None = None):
         self.app = app
         self.accounts = accounts
         self.buckets = buckets
+        self.failed_auths = failed_auths or FailedAuths()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
         if scope["type"] != "http" or not (path == "/v1" or path.startswith("/v1/")):
             await self.app(scope, receive, send)
             return
+        if refusal := self.failed_auths.blocked(scope):
+            await _send_error(send, *refusal)
+            return
         key = bearer_key(scope)
         info = await anyio.to_thread.run_sync(self.accounts.authenticate, key) if key else None
         if info is None:
+            if refusal := self.failed_auths.failed(scope):
+                await _send_error(send, *refusal)
+                return
             details = ("the API key is unknown or revoked" if key else
                        "send a valid API key as 'Authorization: Bearer qry_...'")
             await _send_error(send, problem("unauthorized", details, "Authorization"),

@@ -114,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from .access_log import configure_access_log
     from .app import create_app
+    from .server import uvicorn_options
 
     class Server(uvicorn.Server):
         @contextlib.contextmanager
@@ -125,7 +127,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             yield
 
     config = uvicorn.Config(create_app(settings), host=args.host, port=args.port,
-                            log_level="warning", timeout_graceful_shutdown=10)
+                            log_level="warning", timeout_graceful_shutdown=10,
+                            **uvicorn_options())
+    configure_access_log()
     print(f"quarry: serving on http://{args.host}:{args.port} (data: {settings.data_dir})",
           file=sys.stderr)
     Server(config).run()
@@ -180,7 +184,11 @@ def cmd_users_set_password(args: argparse.Namespace, settings: Settings) -> int:
     if accounts.get_user(args.email) is None:
         raise CommandError(f"no user {args.email.strip().lower()}")
     accounts.set_password(args.email, _read_password(args.password_stdin))
-    print(f"password of {args.email.strip().lower()} changed")
+    from .web_auth import WebSessions
+
+    ended = WebSessions(settings.db_path).end_all(accounts.get_user(args.email).id)
+    print(f"password of {args.email.strip().lower()} changed"
+          + (f"; signed out of {ended} web session(s)" if ended else ""))
     return 0
 
 

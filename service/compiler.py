@@ -1,12 +1,11 @@
 """The SQL compiler: a validated search request becomes parameterized DuckDB queries.
 
-A companies search is two queries: the page, and the exact total. A contacts search is three,
-each shaped by measurement at 10M contacts (README, Performance):
-* the total: count(*) over contact; or, when only company attributes are filtered, the sum of
-  the matching companies' precomputed contact_count, which never touches the 10M rows;
-* the page's positions: `cidx` only, ordered and cut by LIMIT/OFFSET, so the sort carries one
-  integer per matching row instead of whole records;
-* the records at those positions, joined to their companies.
+A search is three queries, each shaped by measurement at 10M contacts (README, Performance):
+* the page's positions (`cidx` of contact, `idx` of company: the rank of the id), ordered and
+  cut by LIMIT/OFFSET, so the sort carries one integer per matching row, not whole records;
+* the records at those positions, as JSON text from the records store (`rec`);
+* the exact total: count(*); or, for a contacts search that filters company attributes only,
+  the sum of the matching companies' precomputed contact_count, which never reads contacts.
 """
 
 from __future__ import annotations
@@ -17,20 +16,14 @@ from typing import Any
 from .filters import Fragment, conditions
 from .search_requests import CompanyFilters, CompanySearch, ContactFilters, ContactSearch
 
-COMPANY_FIELDS = ("id", "name", "domain", "tld", "industry", "function", "city", "state",
-                  "country", "technologies", "employee_count", "created_at")
-CONTACT_FIELDS = ("id", "first_name", "last_name", "job_title", "department", "seniority",
-                  "is_decision_maker", "work_email", "personal_emails", "linkedin_url")
-
 
 @dataclass(frozen=True)
 class CompiledQuery:
     count_sql: str
     count_params: list[Any]
-    page_sql: str
+    page_sql: str       # the positions of the page's records
     page_params: list[Any]
-    # Contacts only: the records for the list of positions the page query found (one param).
-    records_sql: str | None = None
+    records_sql: str    # their JSON records, in order; one parameter: the list of positions
 
 
 def compile_companies_query(request: CompanySearch) -> CompiledQuery:
@@ -38,9 +31,9 @@ def compile_companies_query(request: CompanySearch) -> CompiledQuery:
     return CompiledQuery(
         count_sql=f"SELECT count(*) FROM company WHERE {where.sql}",
         count_params=where.params,
-        page_sql=f"SELECT {_columns('company', COMPANY_FIELDS)} FROM company "
-                 f"WHERE {where.sql} ORDER BY idx LIMIT ? OFFSET ?",
+        page_sql=f"SELECT idx FROM company WHERE {where.sql} ORDER BY idx LIMIT ? OFFSET ?",
         page_params=[*where.params, *_window(request)],
+        records_sql=COMPANY_RECORDS_SQL,
     )
 
 
@@ -57,11 +50,22 @@ def compile_contacts_query(request: ContactSearch) -> CompiledQuery:
         count_params=count.params,
         page_sql=f"SELECT cidx FROM contact WHERE {where.sql} ORDER BY cidx LIMIT ? OFFSET ?",
         page_params=[*where.params, *_window(request)],
-        records_sql=f"SELECT {CONTACT_RECORD_COLUMNS} "
-                    "FROM (SELECT unnest(?::INTEGER[]) AS cidx) AS page "
-                    "JOIN contact ON contact.cidx = page.cidx "
-                    "JOIN company ON company.idx = contact.company_idx ORDER BY contact.cidx",
+        records_sql=CONTACT_RECORDS_SQL,
     )
+
+
+COMPANY_RECORDS_SQL = (
+    "SELECT company_record.record FROM (SELECT unnest(?::INTEGER[]) AS idx) AS page "
+    "JOIN rec.company_record USING (idx) ORDER BY idx")
+CONTACT_RECORDS_SQL = (
+    "SELECT contact_record.head || ',\"company\":' || company_record.record || '}' "
+    "FROM (SELECT unnest(?::INTEGER[]) AS cidx) AS page "
+    "JOIN rec.contact_record USING (cidx) "
+    "JOIN rec.company_record ON company_record.idx = contact_record.company_idx "
+    "ORDER BY contact_record.cidx")
+# A lookup by id: the record's position, then COMPANY_/CONTACT_RECORDS_SQL.
+COMPANY_POSITION_SQL = "SELECT idx FROM company WHERE id = ?"
+CONTACT_POSITION_SQL = "SELECT cidx FROM contact WHERE id = ?"
 
 
 def companies_where(request: CompanyFilters) -> Fragment:
@@ -71,23 +75,6 @@ def companies_where(request: CompanyFilters) -> Fragment:
 def contacts_where(request: ContactFilters) -> Fragment:
     return _all_of(conditions(request, "contact", on="contact")
                    + conditions(request, "company", on="contact"))
-
-
-def lookup_company_sql() -> str:
-    return f"SELECT {_columns('company', COMPANY_FIELDS)} FROM company WHERE id = ?"
-
-
-def lookup_contact_sql() -> str:
-    return (f"SELECT {CONTACT_RECORD_COLUMNS} FROM contact "
-            "JOIN company ON company.idx = contact.company_idx WHERE contact.id = ?")
-
-
-def _columns(table: str, fields: tuple[str, ...]) -> str:
-    return ", ".join(f'{table}."{name}"' for name in fields)
-
-
-CONTACT_RECORD_COLUMNS = (f"{_columns('contact', CONTACT_FIELDS)}, "
-                          f"{_columns('company', COMPANY_FIELDS)}")
 
 
 def _all_of(fragments: list[Fragment]) -> Fragment:

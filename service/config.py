@@ -35,7 +35,7 @@ class Settings:
             duckdb_threads=_number(
                 environ, "QUARRY_DUCKDB_THREADS", str(os.cpu_count() or 2), int, minimum=1
             ),
-            duckdb_memory_limit=environ.get("QUARRY_DUCKDB_MEMORY_LIMIT") or "2GB",
+            duckdb_memory_limit=environ.get("QUARRY_DUCKDB_MEMORY_LIMIT") or "1GB",
             refresh_memory_limit=environ.get("QUARRY_REFRESH_MEMORY_LIMIT") or "3GB",
             keep_snapshots=_number(environ, "QUARRY_KEEP_SNAPSHOTS", "3", int, minimum=1),
         )

@@ -60,6 +60,13 @@ def success_body(data: Any, meta: dict[str, Any]) -> bytes:
     return ENCODER.encode(Envelope(data=data, meta=meta, errors=[]))
 
 
+def records_body(records: list[str] | str, meta: dict[str, Any]) -> bytes:
+    """The success envelope around records that are JSON text already (the records store):
+    a list of them for a search, one for a lookup."""
+    data = "[" + ",".join(records) + "]" if isinstance(records, list) else records
+    return b'{"data":' + data.encode() + b',"meta":' + ENCODER.encode(meta) + b',"errors":[]}'
+
+
 def error_body(errors: list[ErrorObject]) -> bytes:
     return ENCODER.encode(Envelope(data=None, meta={}, errors=errors))
 

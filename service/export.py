@@ -48,7 +48,7 @@ class ExportQuery:
     limit: int | None
 
 
-WINDOW = 512 * 1024
+WINDOW = 128 * 1024
 
 
 def compile_export_query(request: ContactExport | CompanyExport) -> ExportQuery:

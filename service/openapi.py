@@ -183,9 +183,18 @@ def _operation(summary: str, answer: str, error_ids: tuple[str, ...], **extra: A
 
 
 def _query_parameters(schema: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"name": name, "in": "query", "required": False, "schema": prop,
+    return [{"name": name, "in": "query", "required": False, "schema": _not_null(prop),
              "style": "form", "explode": True}
             for name, prop in schema["properties"].items()]
+
+
+def _not_null(prop: dict[str, Any]) -> dict[str, Any]:
+    """A query string cannot carry a JSON null (a parameter is there or not), so a query
+    parameter's schema is the field's schema without its `null` alternative."""
+    options = [option for option in prop.get("anyOf", []) if option != {"type": "null"}]
+    if len(options) != 1:
+        return prop
+    return {**options[0], **{k: v for k, v in prop.items() if k not in ("anyOf", "default")}}
 
 
 def swagger_page() -> str:

@@ -47,6 +47,17 @@ class TokenBuckets:
             retry_after=0 if allowed else max(1, math.ceil((1 - tokens) / self.rate)),
             reset=math.ceil((self.burst - tokens) / self.rate))
 
+    def peek(self, identity: str) -> Decision:
+        """What `take` would decide, without taking anything."""
+        now = self.clock()
+        with self._lock:
+            tokens, updated = self._buckets.get(identity, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - updated) * self.rate)
+        return Decision(
+            allowed=tokens >= 1, limit=int(self.burst), remaining=int(tokens),
+            retry_after=0 if tokens >= 1 else max(1, math.ceil((1 - tokens) / self.rate)),
+            reset=math.ceil((self.burst - tokens) / self.rate))
+
     def _forget_full(self, now: float) -> None:
         # A bucket that has refilled is the same as no bucket.
         self._buckets = {identity: (tokens, updated)

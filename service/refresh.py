@@ -7,6 +7,7 @@ point leaves the serving snapshot untouched, and the next refresh removes the le
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import time
@@ -26,6 +27,18 @@ CONTACT_COLUMNS = ("id", "company_id", "first_name", "last_name", "job_title", "
                    "seniority", "work_email", "personal_emails", "linkedin_url",
                    "is_decision_maker")
 LIST_COLUMNS = {"technologies", "personal_emails"}
+RECORDS_ROW_GROUP = 2_048
+# What a Parquet column may hold, besides text (which every column accepts, as CSV does) and
+# the all-null type. Anything else is refused at once, naming the file and the column.
+COLUMN_KINDS = {"employee_count": "integer", "created_at": "timestamp",
+                "is_decision_maker": "boolean", "technologies": "list",
+                "personal_emails": "list"}
+EXPECTED = {"text": "text", "integer": "an integer (or text)",
+            "timestamp": "a timestamp or date (or text)", "boolean": "a boolean (or text)",
+            "list": "a list of text (or ';'-separated text)"}
+INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT",
+                 "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT"}
+NULL_TYPE = '"NULL"'
 
 # Characters Python's str.strip() treats as white space, so that the data and the request
 # values (stripped in search_requests) are trimmed alike.
@@ -56,22 +69,51 @@ def refresh(store: SnapshotStore, source: Path, *, max_bad_share: float = 0.01,
     if not 0 <= max_bad_share <= 1:
         raise RefreshError(f"--max-bad-share must be between 0 and 1, got {max_bad_share}")
     files = {name: _drop_file(source, name) for name in ("companies", "contacts")}
+    stage = ["preparing the build"]
+
+    def step(message: str) -> None:
+        stage[0] = message
+        progress(message)
+
     with store.refresh_lock():
-        store.remove_leftovers()
         version = new_version()
         work = store.building_dir(version)
-        work.mkdir(parents=True)
         try:
+            store.remove_leftovers()
+            work.mkdir(parents=True)
             result = _build(work, version, files, max_bad_share, memory_limit, threads,
-                            progress, started)
-            progress("publishing the snapshot")
+                            step, started)
+            step("publishing the snapshot")
             store.publish(work, version)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(work, ignore_errors=True)
+            _reraise_with_stage(exc, stage[0], store)
             raise
-        store.switch_to(version)
+        try:
+            store.switch_to(version)
+        except BaseException as exc:
+            # Not current, so nothing reads it: a failed switch leaves no new snapshot behind.
+            if store.current_version() != version:
+                shutil.rmtree(store.path_of(version), ignore_errors=True)
+            _reraise_with_stage(exc, "switching CURRENT to the new snapshot", store)
+            raise
         store.prune()
         return result
+
+
+def _reraise_with_stage(exc: BaseException, stage: str, store: SnapshotStore) -> None:
+    """Turn a failure of the disk or of DuckDB into one line that says what was being done."""
+    if isinstance(exc, SnapshotError) or not isinstance(exc, (OSError, duckdb.Error)):
+        return
+    text = _first_line(exc)
+    if (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or (
+            "no space left on device" in text.lower()):
+        raise RefreshError(f"no space left on device while {stage}; nothing was changed "
+                           f"(free space under {store.data_dir})") from None
+    if isinstance(exc, duckdb.OutOfMemoryException):
+        raise RefreshError(f"out of memory while {stage}; nothing was changed (raise "
+                           "QUARRY_REFRESH_MEMORY_LIMIT or free memory)") from None
+    raise RefreshError(f"refresh failed while {stage}; nothing was changed: {text}") from None
 
 
 def _drop_file(source: Path, name: str) -> Path:
@@ -94,10 +136,11 @@ def _build(work: Path, version: str, files: dict[str, Path], max_bad_share: floa
     staging = duckdb.connect(str(work / "staging.duckdb"), config=config)
     try:
         staging.execute(f"CREATE MACRO whitespace_chars() AS {_sql_string(WHITESPACE)}")
-        progress(f"reading {files['companies'].name}")
-        _load_raw(staging, "companies", files["companies"], COMPANY_COLUMNS)
-        progress(f"reading {files['contacts'].name}")
-        _load_raw(staging, "contacts", files["contacts"], CONTACT_COLUMNS)
+        progress("checking files and columns")
+        loads = _check_files(staging, files)
+        for name, path in files.items():
+            progress(f"reading {path.name}")
+            _load_raw(staging, name, path, *loads[name])
         progress("checking company rows")
         _run_sql_file(staging, SQL_DIR / "refresh" / "1_check_companies.sql")
         progress("checking contact rows")
@@ -113,6 +156,13 @@ def _build(work: Path, version: str, files: dict[str, Path], max_bad_share: floa
         staging.execute("USE snap")
         _run_sql_file(staging, SQL_DIR / "views.sql")
         staging.execute("USE staging")
+        progress("rendering records")
+        # Small row groups: a page fetches its records by position, and zone maps then skip
+        # all but one vector per record (measured: README, Performance).
+        staging.execute(f"ATTACH ? AS rec (ROW_GROUP_SIZE {RECORDS_ROW_GROUP})",
+                        [str(work / "records.duckdb")])
+        _run_sql_file(staging, SQL_DIR / "refresh" / "4_build_records.sql")
+        staging.execute("DETACH rec")
         progress("writing Parquet files")
         _write_parquet(staging, work)
         counts = {name: staging.execute(f"SELECT count(*) FROM snap.{table}").fetchone()[0]
@@ -138,43 +188,106 @@ def _build(work: Path, version: str, files: dict[str, Path], max_bad_share: floa
     return result
 
 
-def _load_raw(db: duckdb.DuckDBPyConnection, name: str, path: Path,
-              columns: tuple[str, ...]) -> None:
-    """Copy one drop file into raw_<name>: text columns, list columns as text lists."""
-    reader = "read_parquet(?)" if path.suffix == ".parquet" else (
-        "read_csv(?, header = true, all_varchar = true, auto_detect = true)")
+def _csv_reader(path: Path) -> tuple[str, dict[str, str]]:
+    """A CSV drop file is read as written, never guessed at: comma-separated, '"'-quoted, the
+    header row naming the columns, every value text (SPEC 4). A malformed line then refuses the
+    file naming the line, instead of making a guess at the dialect go wrong."""
+    import csv
+
     try:
-        described = db.execute(f"DESCRIBE SELECT * FROM {reader}", [str(path)]).fetchall()
-    except duckdb.Error as exc:
-        raise RefreshError(f"{path.name} cannot be read: {_first_line(exc)}") from None
-    types = {row[0]: row[1] for row in described}
-    missing = [column for column in columns if column not in types]
-    if missing:
-        raise RefreshError(f"{path.name} lacks the column(s) {', '.join(missing)}")
-    selects = [_raw_column(path, column, types[column]) for column in columns]
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            header = next(csv.reader(handle), [])
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise RefreshError(f"{path.name} cannot be read: {exc}") from None
+    if len(set(header)) != len(header):
+        twice = sorted({name for name in header if header.count(name) > 1})
+        raise RefreshError(f"{path.name}: the header names the column(s) {', '.join(twice)} "
+                           "more than once")
+    columns = ", ".join(f"{_sql_string(name)}: 'VARCHAR'" for name in header)
+    reader = ("read_csv(?, header = true, auto_detect = false, delim = ',', quote = '\"', "
+              f"escape = '\"', columns = {{{columns}}})")
+    return reader, dict.fromkeys(header, "VARCHAR")
+
+
+def _check_files(db: duckdb.DuckDBPyConnection,
+                 files: dict[str, Path]) -> dict[str, tuple[str, list[str]]]:
+    """Files and columns of both files, before any row is read: a file that cannot be read, a
+    missing column or a Parquet column of the wrong type refuses the drop at once, in one line
+    that names the file and the column(s). Returns the reader and SELECT list of each file."""
+    loads: dict[str, tuple[str, list[str]]] = {}
+    problems: list[str] = []
+    for name, path in files.items():
+        columns = COMPANY_COLUMNS if name == "companies" else CONTACT_COLUMNS
+        if path.suffix == ".csv":
+            reader, types = _csv_reader(path)
+        else:
+            reader = "read_parquet(?)"
+            try:
+                described = db.execute(f"DESCRIBE SELECT * FROM {reader}",
+                                       [str(path)]).fetchall()
+            except duckdb.Error as exc:
+                raise RefreshError(f"{path.name} cannot be read: {_first_line(exc)}") from None
+            types = {row[0]: row[1] for row in described}
+        missing = [column for column in columns if column not in types]
+        if missing:
+            problems.append(f"{path.name} lacks the column(s) {', '.join(missing)}")
+            continue
+        selects = []
+        for column in columns:
+            select = _raw_column(column, types[column])
+            if select is None:
+                problems.append(f"{path.name}: column {column} has type {types[column]}; "
+                                f"expected {EXPECTED[COLUMN_KINDS.get(column, 'text')]}")
+            selects.append(select)
+        loads[name] = (reader, selects)
+    if problems:
+        raise RefreshError("; ".join(problems))
+    return loads
+
+
+def _load_raw(db: duckdb.DuckDBPyConnection, name: str, path: Path, reader: str,
+              selects: list[str]) -> None:
+    """Copy one drop file into raw_<name>: text columns, list columns as text lists."""
     try:
         db.execute(f"CREATE TABLE raw_{name} AS SELECT row_number() OVER () AS source_row, "
                    f"{', '.join(selects)} FROM {reader}", [str(path)])
     except duckdb.Error as exc:
-        raise RefreshError(f"{path.name} cannot be read: {_first_line(exc)}") from None
+        if "no space left on device" in str(exc).lower():
+            raise
+        raise RefreshError(f"{path.name} cannot be read: {_one_line(exc)}") from None
 
 
-def _raw_column(path: Path, column: str, source_type: str) -> str:
+def _raw_column(column: str, source_type: str) -> str | None:
+    """The expression that reads `column` as text (a text list for list columns), keeping every
+    value as it was so that a row with an unreadable one can be reported; None if the column's
+    type cannot hold what the column means."""
     quoted = f'"{column}"'
-    if column not in LIST_COLUMNS:
-        if source_type.endswith("[]") or source_type.startswith(("STRUCT", "MAP")):
-            raise RefreshError(f"{path.name}: column {column} has type {source_type}; "
-                               "expected a single value")
-        if source_type.startswith("TIMESTAMP"):
-            # Keep the instant exact: text with an explicit UTC offset.
-            return f"strftime(timezone('UTC', {quoted}), '%Y-%m-%d %H:%M:%S.%f+00') AS {quoted}"
+    kind = COLUMN_KINDS.get(column, "text")
+    if kind == "list":
+        if source_type == "VARCHAR":
+            return f"string_split({quoted}, ';') AS {quoted}"
+        if source_type in ("VARCHAR[]", f"{NULL_TYPE}[]", NULL_TYPE):
+            return f"CAST({quoted} AS VARCHAR[]) AS {quoted}"
+        return None
+    if source_type in ("VARCHAR", NULL_TYPE):
         return f"CAST({quoted} AS VARCHAR) AS {quoted}"
-    if source_type == "VARCHAR":
-        return f"string_split({quoted}, ';') AS {quoted}"
-    if source_type.endswith("[]"):
-        return f"CAST({quoted} AS VARCHAR[]) AS {quoted}"
-    raise RefreshError(f"{path.name}: column {column} has type {source_type}; "
-                       "expected a list of strings (or ';'-separated text in CSV)")
+    if kind == "timestamp" and source_type.startswith("TIMESTAMP"):
+        # Keep the instant exact: text with an explicit UTC offset; a naive timestamp is UTC.
+        return f"strftime(timezone('UTC', {quoted}), '%Y-%m-%d %H:%M:%S.%f+00') AS {quoted}"
+    if kind == "timestamp" and source_type == "DATE":
+        return f"CAST({quoted} AS VARCHAR) AS {quoted}"
+    if kind in ("integer", "boolean") and source_type in INTEGER_TYPES:
+        return f"CAST({quoted} AS VARCHAR) AS {quoted}"
+    if kind == "boolean" and source_type == "BOOLEAN":
+        return f"CAST({quoted} AS VARCHAR) AS {quoted}"
+    if kind == "integer" and (source_type in ("FLOAT", "DOUBLE")
+                              or source_type.startswith("DECIMAL")):
+        # Whole numbers stored as floats (pandas stores an integer column with gaps so) are
+        # read as integers; 12.5, NaN or infinity stay as text and make their row unreadable.
+        return (f"CASE WHEN {quoted} = trunc({quoted}) THEN coalesce(CAST(TRY_CAST({quoted} AS "
+                f"HUGEINT) AS VARCHAR), CAST({quoted} AS VARCHAR)) ELSE CAST({quoted} AS "
+                f"VARCHAR) END AS {quoted}")
+    return None
 
 
 def _rejected_counts(db: duckdb.DuckDBPyConnection) -> dict[str, dict[str, int]]:
@@ -223,6 +336,13 @@ def _run_sql_file(db: duckdb.DuckDBPyConnection, path: Path) -> None:
 
 def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+def _one_line(exc: BaseException) -> str:
+    """DuckDB's reason, with the line that says what is wrong with a malformed CSV line."""
+    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+    return "; ".join([lines[0], *(line for line in lines[1:]
+                                  if line.startswith("Expected Number of Columns"))])
 
 
 def _first_line(exc: BaseException) -> str:

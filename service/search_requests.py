@@ -158,7 +158,8 @@ def _validate(raw: dict[str, Any], target: type[SearchRequest], endpoint: str, *
         if name not in known:
             errors.append(problem("invalid_input", _unknown_field(name, known, endpoint), name))
             continue
-        if value is None or (from_text is False and value == []):
+        # null means no filter; so does an empty array, for an array field only
+        if value is None or (not from_text and value == [] and FIELD_KINDS[name] == "strings"):
             continue
         try:
             clean[name] = _CHECKS[FIELD_KINDS[name]](name, value, from_text)

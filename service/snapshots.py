@@ -7,13 +7,17 @@ Layout under QUARRY_DATA_DIR:
     snapshots/<version>/        companies.parquet, contacts.parquet (data of record),
                                 rejects.parquet, manifest.json, quarry.duckdb (query tables)
     snapshots/.building-<v>/    a refresh in progress; never read, removed when left behind
+    snapshots/.deleting-<v>/    a pruned snapshot being deleted; likewise
+    pointer.lock                held for a moment while CURRENT is replaced or snapshots pruned
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
+import logging
 import os
 import shutil
 import threading
@@ -26,6 +30,9 @@ from typing import Any
 import duckdb
 
 BUILDING_PREFIX = ".building-"
+DELETING_PREFIX = ".deleting-"
+TEMPORARY_POINTER = ".CURRENT."
+log = logging.getLogger("quarry")
 
 
 class SnapshotError(Exception):
@@ -72,16 +79,34 @@ class SnapshotStore:
         return sorted(manifests, key=lambda m: m["version"])
 
     def switch_to(self, version: str) -> None:
-        """Point the service at a kept snapshot, in one atomic step."""
-        if not (self.path_of(version) / "manifest.json").is_file():
-            raise SnapshotError(f"no kept snapshot {version!r}; see 'quarry snapshots list'")
-        temporary = self.data_dir / f".CURRENT.{os.getpid()}"
-        with open(temporary, "w") as handle:
-            handle.write(version + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.pointer)
-        _fsync_dir(self.data_dir)
+        """Point the service at a kept snapshot, in one atomic step. A failure (a full disk)
+        leaves CURRENT as it was and no temporary file behind."""
+        with self._pointer_lock():
+            if not (self.path_of(version) / "manifest.json").is_file():
+                raise SnapshotError(f"no kept snapshot {version!r}; see 'quarry snapshots list'")
+            temporary = self.data_dir / f"{TEMPORARY_POINTER}{os.getpid()}"
+            try:
+                with open(temporary, "w") as handle:
+                    handle.write(version + "\n")
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(temporary, self.pointer)
+            except OSError as exc:
+                temporary.unlink(missing_ok=True)
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise SnapshotError(f"no space left on device while switching CURRENT to "
+                                        f"{version}; CURRENT is unchanged") from None
+                raise
+            _fsync_dir(self.data_dir)
+
+    @contextlib.contextmanager
+    def _pointer_lock(self) -> Iterator[None]:
+        """Held briefly by switch_to and prune, so that a snapshot being switched to is never
+        one being pruned (`quarry snapshots use` may run during a refresh)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.data_dir / "pointer.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
 
     @contextlib.contextmanager
     def refresh_lock(self) -> Iterator[None]:
@@ -100,8 +125,12 @@ class SnapshotStore:
     def remove_leftovers(self) -> None:
         """Remove what a killed refresh left behind. Call only while holding the lock."""
         if self.snapshots_dir.is_dir():
-            for path in self.snapshots_dir.glob(f"{BUILDING_PREFIX}*"):
-                shutil.rmtree(path, ignore_errors=True)
+            for prefix in (BUILDING_PREFIX, DELETING_PREFIX):
+                for path in self.snapshots_dir.glob(f"{prefix}*"):
+                    shutil.rmtree(path, ignore_errors=True)
+        with self._pointer_lock():  # not the temporary file of a `snapshots use` running now
+            for path in self.data_dir.glob(f"{TEMPORARY_POINTER}*"):
+                path.unlink(missing_ok=True)
 
     def publish(self, work: Path, version: str) -> None:
         """Make a finished build visible under its version, durably."""
@@ -113,12 +142,20 @@ class SnapshotStore:
         _fsync_dir(self.snapshots_dir)
 
     def prune(self) -> list[str]:
-        """Delete all but the newest `keep` snapshots; the current one is always kept."""
-        manifests = self.versions()
-        doomed = [m["version"] for m in manifests[: max(0, len(manifests) - self.keep)]
-                  if not m["current"]]
+        """Delete all but the newest `keep` snapshots; the current one is always kept.
+
+        A doomed snapshot is first renamed to a hidden name, at once, so that a deletion cut
+        short never leaves a half-deleted snapshot listed (the next refresh finishes it). A
+        server that still has it open keeps reading it (an open file outlives its name) until
+        its last request lets go of it, then closes it."""
+        with self._pointer_lock():
+            manifests = self.versions()
+            doomed = [m["version"] for m in manifests[: max(0, len(manifests) - self.keep)]
+                      if not m["current"]]
+            for version in doomed:
+                os.rename(self.path_of(version), self.snapshots_dir / f"{DELETING_PREFIX}{version}")
         for version in doomed:
-            shutil.rmtree(self.path_of(version), ignore_errors=True)
+            shutil.rmtree(self.snapshots_dir / f"{DELETING_PREFIX}{version}", ignore_errors=True)
         return doomed
 
 
@@ -147,7 +184,9 @@ class ServingSnapshots:
     """Hands the server the current snapshot, noticing a switch on the next request.
 
     A request keeps the Snapshot it started with, so it finishes on the old data while new
-    requests see the new one; the old connection closes when the last request lets go of it.
+    requests see the new one; the old connection closes when the last request lets go of it
+    (nothing else holds a Snapshot: the reference count frees it, and DuckDB closes the file).
+    A pointer to a snapshot that cannot be opened keeps the one in use serving.
     """
 
     def __init__(self, store: SnapshotStore, duckdb_config: dict[str, Any]):
@@ -168,8 +207,15 @@ class ServingSnapshots:
             return snapshot
         with self._lock:
             if seen != self._seen or self._snapshot is None:
-                self._snapshot = self._open_current()
-                self._seen = seen
+                try:
+                    self._snapshot = self._open_current()
+                    self._seen = seen
+                except (OSError, ValueError, duckdb.Error) as exc:
+                    if self._snapshot is None:
+                        raise NoSnapshot("the current data snapshot cannot be opened") from exc
+                    # Keep answering from the snapshot in use; try again on the next request.
+                    log.warning("cannot open the current snapshot (%s); still serving %s",
+                                exc, self._snapshot.version)
             if self._snapshot is None:
                 raise NoSnapshot("no data snapshot has been loaded yet; run 'quarry refresh'")
             return self._snapshot
@@ -192,20 +238,34 @@ class ServingSnapshots:
 
 
 # Every reader of a snapshot: UTC, no extension ever installed (loading the built-in ones stays
-# on: the TimeZone setting needs ICU), no file access beyond the snapshot's own database.
+# on: the TimeZone setting needs ICU). File access is shut off once the snapshot's two
+# databases are open (see open_snapshot).
 READER_CONFIG = {
     "TimeZone": "UTC",
     "autoinstall_known_extensions": False,
-    "enable_external_access": False,
 }
 
 
 def open_snapshot(store: SnapshotStore, version: str, duckdb_config: dict[str, Any]) -> Snapshot:
-    """Open a kept snapshot read-only; `duckdb_config` adds to READER_CONFIG."""
+    """Open a kept snapshot read-only: the query tables, with the records store attached as
+    `rec`; then no more file access and, for the server, a locked configuration.
+    `duckdb_config` adds to READER_CONFIG; its `lock_configuration` is applied last."""
     path = store.path_of(version)
     manifest = json.loads((path / "manifest.json").read_text())
-    connection = duckdb.connect(str(path / "quarry.duckdb"), read_only=True,
-                                config={**READER_CONFIG, **duckdb_config})
+    config = {**READER_CONFIG, **duckdb_config}
+    lock = config.pop("lock_configuration", False)
+    connection = duckdb.connect(str(path / "quarry.duckdb"), read_only=True, config=config)
+    # DuckDB shares one database instance per file and process: a second open of the same
+    # snapshot finds it attached and locked already.
+    attached = {row[0] for row in connection.execute(
+        "SELECT database_name FROM duckdb_databases()").fetchall()}
+    if "rec" not in attached:
+        connection.execute("ATTACH ? AS rec (READ_ONLY)", [str(path / "records.duckdb")])
+    if connection.execute("SELECT current_setting('enable_external_access')").fetchone()[0]:
+        connection.execute("SET enable_external_access = false")
+    if lock and not connection.execute(
+            "SELECT current_setting('lock_configuration')").fetchone()[0]:
+        connection.execute("SET lock_configuration = true")
     return Snapshot(version, path, manifest, connection)
 
 

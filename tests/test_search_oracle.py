@@ -148,3 +148,49 @@ def test_exclusion_keeps_records_without_a_value(client, oracle_rows):
             break
         page += 1
     assert no_industry <= found
+
+
+def _clean(value):
+    if isinstance(value, str):
+        return value.strip() or None
+    return value
+
+
+def test_records_are_the_drop_rows_in_the_documented_shape(client, oracle_rows):
+    import msgspec
+
+    from service.records import Company, Contact
+
+    companies, people = oracle_rows
+    checked = 0
+    for page in (1, 2, 3):
+        body = client.post("/v1/contacts/search", json={"per_page": 100, "page": page}).json()
+        for record in body["data"]:
+            msgspec.convert(record, Contact, strict=False)  # every field, of the right type
+            row = people[record["id"]]
+            company = companies[row["company_id"]]
+            first, last = _clean(row["first_name"]), _clean(row["last_name"])
+            assert record["first_name"] == first and record["last_name"] == last
+            assert record["full_name"] == (" ".join(p for p in (first, last) if p) or None)
+            assert record["job_title"] == _clean(row["job_title"])
+            assert record["is_decision_maker"] is bool(row["is_decision_maker"])
+            assert record["emails"] == {"work": _clean(row["work_email"]),
+                                        "personal": row["personal_emails"] or []}
+            assert record["linkedin_url"] == _clean(row["linkedin_url"])
+            got = record["company"]
+            assert got["id"] == company["id"] and got["name"] == company["name"]
+            domain = _clean(company["domain"])
+            assert got["domain"] == (domain.lower() if domain else None)
+            assert got["tld"] == (domain.lower().split(".")[-1] if domain else None)
+            assert got["location"] == {"city": _clean(company["city"]),
+                                       "state": _clean(company["state"]),
+                                       "country": _clean(company["country"])}
+            assert got["technologies"] == [t.strip() for t in company["technologies"] or []
+                                           if t.strip()]
+            assert got["employee_count"] == company["employee_count"]
+            assert got["created_at"] == company["created_at"].strftime("%Y-%m-%dT%H:%M:%SZ")
+            checked += 1
+    one = client.get(f"/v1/companies/{got['id']}").json()["data"]
+    msgspec.convert(one, Company, strict=False)
+    assert one == got
+    assert checked == 300

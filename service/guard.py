@@ -1,0 +1,52 @@
+"""Slows key guessing: requests without a valid key are limited per client address.
+
+A /v1 request without a valid key gets 401 (SPEC 1). An address that keeps sending such requests
+(more than a burst of FAILED_AUTH_BURST, refilled at FAILED_AUTH_RATE per second) gets 429
+`rate_limited` with Retry-After instead, for every /v1 request, until its allowance refills.
+Every request of a blocked address is refused before its key is looked at, valid or not:
+otherwise a guesser would learn from a 200 among the 429s that a guess was right, and guessing
+would be no slower. Requests with a valid key never use up the allowance.
+
+The address is the TCP peer (`scope["client"]`); behind a reverse proxy every client shares the
+proxy's address, so the proxy should do its own limiting. In memory and per process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from litestar.types import Scope
+
+from .envelope import ErrorObject, problem
+from .ratelimit import Decision, TokenBuckets
+
+FAILED_AUTH_BURST = 20     # failed authentications an address may make at once
+FAILED_AUTH_RATE = 1.0     # ... and per second after that
+
+
+class FailedAuths:
+    def __init__(self, rate: float = FAILED_AUTH_RATE, burst: float = FAILED_AUTH_BURST,
+                 clock: Callable[[], float] = time.monotonic):
+        self.buckets = TokenBuckets(rate, burst, clock)
+
+    def blocked(self, scope: Scope) -> tuple[ErrorObject, list[tuple[bytes, bytes]]] | None:
+        """The 429 to answer when the caller's address has used up its failed attempts."""
+        decision = self.buckets.peek(client_address(scope))
+        return None if decision.allowed else self._refusal(decision)
+
+    def failed(self, scope: Scope) -> tuple[ErrorObject, list[tuple[bytes, bytes]]] | None:
+        """Counts one failed authentication; the 429 to answer if it was one too many."""
+        decision = self.buckets.take(client_address(scope))
+        return None if decision.allowed else self._refusal(decision)
+
+    def _refusal(self, decision: Decision) -> tuple[ErrorObject, list[tuple[bytes, bytes]]]:
+        details = ("too many requests without a valid API key from this address; retry in "
+                   f"{decision.retry_after} s with a valid key")
+        return (problem("rate_limited", details),
+                [(b"retry-after", str(decision.retry_after).encode())])
+
+
+def client_address(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"

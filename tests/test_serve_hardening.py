@@ -1,0 +1,187 @@
+"""`quarry serve` as a real process: header limits, a log that never leaks a secret, and a
+SIGTERM that lets the requests in flight finish."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.accounts import Accounts
+from service.generate import generate_drop
+from service.refresh import refresh
+from service.server import MAX_HEADER_BYTES
+from service.snapshots import SnapshotStore
+from tests.test_cli import QUARRY, REPO
+from tests.test_end_to_end import free_port
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="module")
+def bigger_data(tmp_path_factory) -> tuple[Path, str]:
+    """A data folder with a snapshot of 40,000 contacts (an export of it takes a while to
+    read) and a user with a key."""
+    root = tmp_path_factory.mktemp("serve")
+    generate_drop(root / "drop", 2_000, 40_000, seed=3)
+    data_dir = root / "data"
+    refresh(SnapshotStore(data_dir), root / "drop")
+    accounts = Accounts(data_dir / "quarry.db")
+    accounts.create_user("ops@example.com", PASSWORD)
+    key, _ = accounts.create_key("ops@example.com", "serve-tests")
+    return data_dir, key
+
+
+class Served:
+    def __init__(self, data_dir: Path, log_path: Path):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.log = log_path.open("w")
+        self.process = subprocess.Popen(
+            [*QUARRY, "serve", "--port", str(self.port)], cwd=REPO,
+            env={**os.environ, "QUARRY_DATA_DIR": str(data_dir), "QUARRY_RATE_LIMIT": "1000"},
+            stdout=subprocess.DEVNULL, stderr=self.log)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.base}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        self.stop()
+        pytest.fail(f"quarry serve did not start: {self.stderr()}")
+
+    def stderr(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text()
+
+    def terminate(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=20)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def served(bigger_data, tmp_path):
+    server = Served(bigger_data[0], tmp_path / "stderr.log")
+    yield server, bigger_data[1]
+    server.stop()
+
+
+def raw_request(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_oversized_or_broken_requests_get_a_400_envelope(served):
+    server, key = served
+    fits = httpx.get(f"{server.base}/health", headers={"X-Padding": "a" * 8_000})
+    assert fits.status_code == 200
+    padding = b"X-Padding: " + b"a" * (MAX_HEADER_BYTES + 1024) + b"\r\n"
+    many = b"".join(b"X-H%d: %s\r\n" % (i, b"b" * 100) for i in range(300))
+    for request in (b"GET /health HTTP/1.1\r\nHost: x\r\n" + padding + b"\r\n",
+                    b"GET /health HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n",
+                    b"GET /" + b"p" * (MAX_HEADER_BYTES + 10) + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+                    b"NONSENSE\x00\x01 \r\n\r\n"):
+        answer = raw_request(server.port, request)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 "), answer[:200]
+        assert b"content-type: application/json" in head.lower()
+        envelope = json.loads(body)
+        assert envelope["data"] is None and envelope["errors"][0]["id"] == "invalid_input"
+    assert httpx.get(f"{server.base}/health").status_code == 200  # still serving
+    assert server.process.poll() is None
+
+
+def test_the_log_holds_no_key_password_or_cookie(served):
+    server, key = served
+    secrets_sent = [key, PASSWORD]
+    good = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=server.base, timeout=10) as web:
+        assert web.get("/v1/contacts/search?per_page=3", headers=good).status_code == 200
+        assert web.post("/v1/companies/search", json={"per_page": 2},
+                        headers={**good, "X-Request-ID": "abc-123"}).status_code == 200
+        assert web.get(f"/v1/contacts/search?exclude_job_titles={key}",
+                       headers=good).status_code == 200
+        wrong = "qry_" + "W" * 43
+        secrets_sent.append(wrong)
+        assert web.get("/v1/contacts/search", headers={
+            "Authorization": f"Bearer {wrong}"}).status_code == 401
+        assert web.get("/v1/contacts/search", headers={
+            "Authorization": f"Basic {PASSWORD}"}).status_code == 401
+        assert web.post("/v1/contacts/search", content=b"{bad json",
+                        headers={**good, "content-type": "application/json"}).status_code == 400
+        secrets_sent += _sign_in(web)
+    exit_code = server.terminate()
+    log = server.stderr()
+    assert exit_code == 0, log
+    for secret in secrets_sent:
+        assert secret not in log, f"a secret reached the log: {secret[:6]}..."
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    lines = [line for line in lines if line["path"] != "/health"]  # the start-up probes
+    assert len(lines) >= 6
+    assert all(re.fullmatch(r"-|qry_.{8}", line["key"]) for line in lines)
+    assert {"abc-123"} <= {line["request_id"] for line in lines}
+    assert not any("?" in line["path"] for line in lines)
+    assert [line["rows"] for line in lines[:2]] == [3, 2]
+
+
+def _sign_in(web: httpx.Client) -> list[str]:
+    """Signs in through the web page, when there is one; the cookie values it got."""
+    page = web.get("/login")
+    if page.status_code == 404:
+        return []
+    token = re.search(r'name="_csrf_token"\s+value="([^"]+)"', page.text)
+    form = {"email": "ops@example.com", "_csrf_token": token.group(1) if token else ""}
+    web.post("/login", data={**form, "password": "not the password"})
+    web.post("/login", data={**form, "password": PASSWORD})
+    assert web.get("/settings/tokens").status_code == 200, "signing in failed"
+    values = [cookie.value for cookie in web.cookies.jar if cookie.value]
+    assert values, "signing in set no cookie"
+    return values
+
+
+def test_sigterm_finishes_the_requests_in_flight(served):
+    server, key = served
+    with httpx.Client(base_url=server.base, timeout=30) as slow:
+        with slow.stream("POST", "/v1/contacts/export", json={"format": "ndjson"},
+                         headers={"Authorization": f"Bearer {key}"}) as export:
+            assert export.status_code == 200
+            total = int(export.headers["quarry-total-count"])
+            assert total == 40_000
+            chunks = export.iter_bytes()
+            received = [next(chunks)]  # the export is under way, far from done
+            server.process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while True:  # the server stops accepting new connections...
+                try:
+                    with socket.create_connection(("127.0.0.1", server.port), timeout=1):
+                        pass
+                except OSError:
+                    break
+                assert time.monotonic() < deadline, "still accepting after SIGTERM"
+                time.sleep(0.05)
+            assert server.process.poll() is None  # ...but still serves this one
+            received.extend(chunks)
+    lines = b"".join(received).splitlines()
+    assert len(lines) == total
+    assert json.loads(lines[-1])["id"] > json.loads(lines[0])["id"]
+    assert server.process.wait(timeout=15) == 0

@@ -1,0 +1,165 @@
+"""The "API tokens" page as a person uses it: a real `quarry serve` process and headless
+Chromium (Debian's package, driven by Playwright): sign in, create a token, copy it, call the
+API with it, revoke it. Leaves a screenshot in test-artifacts/tokens-page.png."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.accounts import Accounts
+from tests.test_cli import QUARRY, REPO, quarry
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+ARTIFACTS = REPO / "test-artifacts"
+EMAIL, PASSWORD = "ada@example.com", "correct horse battery staple"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def chromium() -> Path:
+    if CHROMIUM.exists():
+        return CHROMIUM
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        pytest.skip(f"no Chromium at {CHROMIUM}, and no apt-get (as root) to install Debian's "
+                    "chromium package")
+    pytest.fail(f"no Chromium at {CHROMIUM}: `make test` installs it "
+                "(apt-get install chromium); or install it by hand")
+
+
+@pytest.fixture
+def web_server(data_dir, fixture_drop):
+    quarry(data_dir, "refresh", "--source", str(fixture_drop))
+    accounts = Accounts(data_dir / "quarry.db")
+    accounts.create_user(EMAIL, PASSWORD)
+    # Earlier keys, so the page looks as it does after a while: one in use, one revoked.
+    nightly, _ = accounts.create_key(EMAIL, "Nightly CRM export")
+    accounts.authenticate(nightly)
+    _, old = accounts.create_key(EMAIL, "Old laptop")
+    accounts.revoke_key(old.prefix)
+    accounts.close()
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("QUARRY_SECURE_COOKIES", "QUARRY_SESSION_SECRET")}
+    port = free_port()
+    process = subprocess.Popen(
+        [*QUARRY, "serve", "--port", str(port)], cwd=REPO,
+        env={**env, "QUARRY_DATA_DIR": str(data_dir)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            pytest.fail(f"quarry serve did not start: {process.communicate()[1]}")
+        time.sleep(0.1)
+    yield base
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def test_create_copy_use_and_revoke_a_token_in_the_browser(web_server):
+    from playwright.sync_api import expect, sync_playwright
+
+    base = web_server
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium()),
+                                             args=CHROMIUM_ARGS, headless=True)
+        try:
+            context = browser.new_context(viewport={"width": 1100, "height": 760})
+            context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
+            page = context.new_page()
+            # Script errors, anything the CSP blocked, any stylesheet/script/icon that failed.
+            problems: list[str] = []
+            page.on("console", lambda message: problems.append(message.text)
+                    if message.type == "error" and "Failed to load resource" not in message.text
+                    else None)
+            page.on("pageerror", lambda error: problems.append(str(error)))
+            page.on("response", lambda answer: problems.append(f"{answer.status} {answer.url}")
+                    if answer.status >= 400 and answer.request.resource_type != "document"
+                    else None)
+
+            # Signed out: the tokens page sends us to sign in. A wrong password first.
+            page.goto(f"{base}/settings/tokens")
+            expect(page).to_have_url(f"{base}/login")
+            page.get_by_label("Email").fill(EMAIL)
+            page.get_by_label("Password").fill("not my password")
+            page.get_by_role("button", name="Sign in").click()
+            expect(page.get_by_role("alert")).to_have_text("Wrong email or password.")
+            expect(page.get_by_label("Email")).to_have_value(EMAIL)
+            page.get_by_label("Password").fill(PASSWORD)
+            page.get_by_role("button", name="Sign in").click()
+            expect(page).to_have_url(f"{base}/settings/tokens")
+            expect(page).to_have_title("API tokens")
+            expect(page.get_by_role("heading", name="API tokens", level=1)).to_be_visible()
+
+            # Create a token: shown once, with a copy button that really copies it.
+            page.get_by_label("Token name").fill("Browser test")
+            page.get_by_role("button", name="Create token").click()
+            expect(page.get_by_text("It will not be shown again")).to_be_visible()
+            key = page.locator("#new-key").inner_text().strip()
+            assert key.startswith("qry_") and len(key) >= 40
+            copy = page.locator('button[data-copy="new-key"]')
+            expect(copy).to_have_text("Copy")
+            copy.click()
+            expect(copy).to_have_text("Copied")
+            assert page.evaluate("navigator.clipboard.readText()") == key
+            page.screenshot(path=str(ARTIFACTS / "tokens-page.png"), full_page=True)
+
+            # The copied token works on the API.
+            headers = {"Authorization": f"Bearer {key}"}
+            search = httpx.get(f"{base}/v1/companies/search", headers=headers)
+            assert search.status_code == 200 and search.json()["errors"] == []
+
+            # Reloaded, the list shows only the token's prefix, now used; then revoke it.
+            page.goto(f"{base}/settings/tokens")
+            row = page.locator(f'tr[data-prefix="{key[:12]}"]')
+            expect(row).to_contain_text("Browser test")
+            expect(row).to_contain_text("Active")
+            assert key not in page.content()
+            dialogs: list[str] = []
+            page.once("dialog", lambda dialog: (dialogs.append(dialog.message),
+                                                dialog.accept()))
+            row.get_by_role("button", name="Revoke").click()
+            expect(page.get_by_role("status").filter(has_text="is revoked")).to_be_visible()
+            assert dialogs and "Browser test" in dialogs[0]
+            expect(row).to_contain_text("Revoked")
+
+            refused = httpx.get(f"{base}/v1/companies/search", headers=headers)
+            assert refused.status_code == 401
+            assert refused.json()["errors"][0]["id"] == "unauthorized"
+
+            # On a phone-sized screen the list is still readable (saved for a look).
+            page.set_viewport_size({"width": 390, "height": 844})
+            page.screenshot(path=str(ARTIFACTS / "tokens-page-phone.png"), full_page=True)
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, f"the page scrolls sideways on a phone ({width}px)"
+
+            page.get_by_role("button", name="Sign out").click()
+            expect(page.get_by_role("status")).to_have_text("You have signed out.")
+            assert problems == []
+        finally:
+            browser.close()
