@@ -14,10 +14,7 @@ exports in every format. Targets are printed as PASS/FAIL lines.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,9 +24,7 @@ from pathlib import Path
 
 import duckdb
 import httpx
-
-REPO = Path(__file__).resolve().parent.parent
-QUARRY = [sys.executable, "-m", "service.cli"]
+from shared import QUARRY, REPO, free_port, prepare_drop, prepare_snapshot, run
 
 # (name, endpoint, request fields, baseline WHERE over contacts k JOIN companies c / companies c)
 MIX = [
@@ -95,7 +90,7 @@ def main() -> int:
     companies = contacts // 10
     work = REPO / "data" / "bench" / f"{args.scale}m"
     drop = prepare_drop(work, companies, contacts)
-    data_dir = prepare_snapshot(work, drop)
+    data_dir = prepare_snapshot(work, drop, "data")
 
     server = Server(data_dir)
     try:
@@ -114,34 +109,6 @@ def main() -> int:
     finally:
         server.stop()
     return 0
-
-
-# --- data ------------------------------------------------------------------------------------
-
-
-def prepare_drop(work: Path, companies: int, contacts: int) -> Path:
-    drop = work / "drop"
-    if not (drop / "contacts.parquet").is_file():
-        print(f"generating {companies:,} companies and {contacts:,} contacts into {drop}")
-        run([*QUARRY, "generate", "--out", str(drop), "--companies", str(companies),
-             "--contacts", str(contacts), "--seed", "1"])
-    return drop
-
-
-def prepare_snapshot(work: Path, drop: Path) -> Path:
-    """Refresh once per version of the refresh code: the layout is what is being measured."""
-    code = hashlib.sha256()
-    for path in sorted([*(REPO / "sql").rglob("*.sql"), REPO / "service" / "refresh.py"]):
-        code.update(path.read_bytes())
-    data_dir = work / f"data-{code.hexdigest()[:12]}"
-    if not (data_dir / "CURRENT").is_file():
-        for old in work.glob("data-*"):
-            shutil.rmtree(old, ignore_errors=True)
-        print(f"refreshing {drop} into {data_dir}")
-        started = time.monotonic()
-        run([*QUARRY, "refresh", "--source", str(drop)], env={"QUARRY_DATA_DIR": str(data_dir)})
-        print(f"refresh took {time.monotonic() - started:.1f} s")
-    return data_dir
 
 
 # --- the server ------------------------------------------------------------------------------
@@ -201,8 +168,7 @@ def create_key(env: dict[str, str]) -> str:
     email = "bench@quarry.local"
     subprocess.run([*QUARRY, "users", "create", email, "--password-stdin"], env=env,
                    input="bench password\n", capture_output=True, text=True, cwd=REPO)
-    done = run([*QUARRY, "tokens", "create", "--user", email, "--name", "bench"], env=env,
-               capture=True)
+    done = run([*QUARRY, "tokens", "create", "--user", email, "--name", "bench"], env=env)
     return done.strip().splitlines()[-1]
 
 
@@ -344,20 +310,6 @@ def verdict(what: str, ok: bool, detail: str) -> None:
 def check(answer: httpx.Response, name: str) -> None:
     if answer.status_code != 200:
         raise SystemExit(f"bench: {name} answered {answer.status_code}: {answer.text[:200]}")
-
-
-def run(command: list[str], env: dict[str, str] | None = None, capture: bool = False) -> str:
-    done = subprocess.run(command, cwd=REPO, env={**os.environ, **(env or {})}, text=True,
-                          stdout=subprocess.PIPE if capture else None)
-    if done.returncode != 0:
-        raise SystemExit(f"bench: {' '.join(command[2:])} failed")
-    return done.stdout or ""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 if __name__ == "__main__":

@@ -24,11 +24,8 @@ from __future__ import annotations
 
 import argparse
 import collections
-import hashlib
 import os
 import random
-import shutil
-import socket
 import statistics
 import string
 import subprocess
@@ -40,9 +37,8 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
+from shared import QUARRY, REPO, free_port, prepare_drop, prepare_snapshot, run
 
-REPO = Path(__file__).resolve().parent.parent
-QUARRY = [sys.executable, "-m", "service.cli"]
 TARGETS = {"rss_growth": 0.10}
 STEADY = 0.03  # RSS growth over 30 s under which the warm-up counts as done
 BAD_KEY_ADDRESS = "127.0.0.2"
@@ -105,7 +101,7 @@ def main() -> int:
     contacts = args.scale * 1_000_000
     work = REPO / "data" / "bench" / f"{args.scale}m"
     drop = prepare_drop(work, contacts // 10, contacts)
-    data_dir = prepare_snapshot(work, drop)
+    data_dir = prepare_snapshot(work, drop, "soak")
     server = Server(data_dir, work / "soak-serve.log")
     try:
         server.start()
@@ -128,46 +124,11 @@ def main() -> int:
 # --- data and server -------------------------------------------------------------------------
 
 
-def prepare_drop(work: Path, companies: int, contacts: int) -> Path:
-    drop = work / "drop"
-    if not (drop / "contacts.parquet").is_file():  # the same drop as `make bench` (seed 1)
-        print(f"generating {companies:,} companies and {contacts:,} contacts into {drop}",
-              flush=True)
-        run([*QUARRY, "generate", "--out", str(drop), "--companies", str(companies),
-             "--contacts", str(contacts), "--seed", "1"])
-    return drop
-
-
-def prepare_snapshot(work: Path, drop: Path) -> Path:
-    """The soak's own data folder, refreshed again only when the refresh code changed."""
-    code = hashlib.sha256()
-    for path in sorted([*(REPO / "sql").rglob("*.sql"), REPO / "service" / "refresh.py"]):
-        code.update(path.read_bytes())
-    data_dir = work / f"soak-{code.hexdigest()[:12]}"
-    if not (data_dir / "CURRENT").is_file():
-        for old in work.glob("soak-*"):
-            if old.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
-        print(f"refreshing {drop} into {data_dir}", flush=True)
-        run([*QUARRY, "refresh", "--source", str(drop)], env={"QUARRY_DATA_DIR": str(data_dir)})
-    return data_dir
-
-
-def run(command: list[str], env: dict[str, str] | None = None, stdin: str | None = None) -> str:
-    done = subprocess.run(command, cwd=REPO, env={**os.environ, **(env or {})}, input=stdin,
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"soak: {' '.join(command[2:4])} failed: {done.stderr.strip()}")
-    return done.stdout
-
-
 class Server:
     def __init__(self, data_dir: Path, log_path: Path):
         self.env = {**os.environ, "QUARRY_DATA_DIR": str(data_dir),
                     "QUARRY_RATE_LIMIT": "100000"}
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.process: subprocess.Popen | None = None

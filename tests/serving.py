@@ -45,7 +45,7 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(data_dir: Path, log: Path) -> Iterator[Server]:
+def running_server(data_dir: Path, log: Path, **extra_env: str) -> Iterator[Server]:
     """`quarry serve` on a free loopback port over `data_dir`, with a fresh key."""
     accounts = Accounts(data_dir / "quarry.db")
     email = f"ops{time.monotonic_ns()}@example.com"
@@ -54,7 +54,7 @@ def running_server(data_dir: Path, log: Path) -> Iterator[Server]:
     port = free_port()
     with open(log, "w") as output:
         process = subprocess.Popen([*QUARRY, "serve", "--port", str(port)], cwd=REPO,
-                                   env=env_for(data_dir), stdout=output, stderr=output)
+                                   env=env_for(data_dir, **extra_env), stdout=output, stderr=output)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

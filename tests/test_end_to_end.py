@@ -2,52 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import time
 
 import httpx
 import pytest
 
-from service.accounts import Accounts
 from tests.fixture_drop import write_fixture_drop
-from tests.test_cli import QUARRY, REPO, quarry
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.serving import running_server
+from tests.test_cli import quarry
 
 
 @pytest.fixture
-def server(data_dir, fixture_drop):
+def server(data_dir, fixture_drop, tmp_path):
     quarry(data_dir, "refresh", "--source", str(fixture_drop))
-    accounts = Accounts(data_dir / "quarry.db")
-    accounts.create_user("e2e@example.com", "a long password")
-    key, _ = accounts.create_key("e2e@example.com", "e2e")
-    port = free_port()
-    process = subprocess.Popen(
-        [*QUARRY, "serve", "--port", str(port)], cwd=REPO,
-        env={**os.environ, "QUARRY_DATA_DIR": str(data_dir)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
-    else:
-        process.kill()
-        pytest.fail(f"quarry serve did not start: {process.stderr.read()}")
-    yield base, key, process
-    if process.poll() is None:
-        process.kill()
-        process.wait()
+    with running_server(data_dir, tmp_path / "serve.log") as running:
+        yield running.base, running.key, running.process
 
 
 def test_search_lookup_and_switch_without_restart(server, data_dir, tmp_path):

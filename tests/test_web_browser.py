@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from service.accounts import Accounts
-from tests.test_cli import QUARRY, REPO, quarry
+from tests.serving import running_server
+from tests.test_cli import REPO, quarry
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -23,12 +21,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-component-update", "--disable-sync"]
 ARTIFACTS = REPO / "test-artifacts"
 EMAIL, PASSWORD = "ada@example.com", "correct horse battery staple"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def chromium() -> Path:
@@ -52,32 +44,9 @@ def web_server(data_dir, fixture_drop):
     _, old = accounts.create_key(EMAIL, "Old laptop")
     accounts.revoke_key(old.prefix)
     accounts.close()
-    env = {name: value for name, value in os.environ.items()
-           if name not in ("QUARRY_SECURE_COOKIES", "QUARRY_SESSION_SECRET")}
-    port = free_port()
-    process = subprocess.Popen(
-        [*QUARRY, "serve", "--port", str(port)], cwd=REPO,
-        env={**env, "QUARRY_DATA_DIR": str(data_dir)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline or process.poll() is not None:
-            process.kill()
-            pytest.fail(f"quarry serve did not start: {process.communicate()[1]}")
-        time.sleep(0.1)
-    yield base
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    with running_server(data_dir, data_dir.parent / "serve.log",
+                        QUARRY_SECURE_COOKIES="", QUARRY_SESSION_SECRET="") as running:
+        yield running.base
 
 
 def test_create_copy_use_and_revoke_a_token_in_the_browser(web_server):
