@@ -383,7 +383,7 @@ def _http_problem(request: Request, exc: HTTPException):
 
 class KeyGate:
     """Checks the Bearer key and the key's request rate of every /v1 request, before Litestar
-    routes it, and adds the RateLimit-* headers to the answer. An address that sends too many
+    routes it, and adds the RateLimit-* headers to the answer. An address that sends very many
     requests without a valid key gets 429 instead of 401 for a while (see `service.guard`)."""
 
     def __init__(self, app: ASGIApp, accounts: Accounts, buckets: TokenBuckets,
@@ -397,9 +397,6 @@ class KeyGate:
         path = scope.get("path", "")
         if scope["type"] != "http" or not (path == "/v1" or path.startswith("/v1/")):
             await self.app(scope, receive, send)
-            return
-        if refusal := self.failed_auths.blocked(scope):
-            await _send_error(send, *refusal)
             return
         key = bearer_key(scope)
         info = await anyio.to_thread.run_sync(self.accounts.authenticate, key) if key else None

@@ -2,10 +2,12 @@
 
 A /v1 request without a valid key gets 401 (SPEC 1). An address that keeps sending such requests
 (more than a burst of FAILED_AUTH_BURST, refilled at FAILED_AUTH_RATE per second) gets 429
-`rate_limited` with Retry-After instead, for every /v1 request, until its allowance refills.
-Every request of a blocked address is refused before its key is looked at, valid or not:
-otherwise a guesser would learn from a 200 among the 429s that a guess was right, and guessing
-would be no slower. Requests with a valid key never use up the allowance.
+`rate_limited` with Retry-After instead of 401 until its allowance refills. A request with a
+valid key is always served, and never uses up the allowance: the contract promises a key
+holder its answers, and a guesser gains nothing from the difference, since a key has 256
+random bits and a guess is a 2^-256 chance whatever the rate. The limit is there to keep
+floods of bad keys from costing a database look-up each, and the thresholds are high enough
+that a client testing its error handling never meets them.
 
 The address is the TCP peer (`scope["client"]`); behind a reverse proxy every client shares the
 proxy's address, so the proxy should do its own limiting. In memory and per process.
@@ -21,8 +23,8 @@ from litestar.types import Scope
 from .envelope import ErrorObject, problem
 from .ratelimit import Decision, TokenBuckets
 
-FAILED_AUTH_BURST = 20     # failed authentications an address may make at once
-FAILED_AUTH_RATE = 1.0     # ... and per second after that
+FAILED_AUTH_BURST = 200    # failed authentications an address may make at once
+FAILED_AUTH_RATE = 20.0    # ... and per second after that
 
 
 class FailedAuths:

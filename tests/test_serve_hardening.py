@@ -20,8 +20,8 @@ from service.generate import generate_drop
 from service.refresh import refresh
 from service.server import MAX_HEADER_BYTES
 from service.snapshots import SnapshotStore
+from tests.serving import free_port
 from tests.test_cli import QUARRY, REPO
-from tests.test_end_to_end import free_port
 
 PASSWORD = "correct horse battery staple"
 
