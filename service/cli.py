@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import getpass
+import os
 import signal
 import sys
 from pathlib import Path
@@ -29,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("quarry: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `quarry ... | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:  # every failure ends as one line, never a traceback
         from .accounts import AccountError
         from .snapshots import SnapshotError
@@ -202,12 +206,8 @@ def cmd_tokens_create(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_tokens_list(args: argparse.Namespace, settings: Settings) -> int:
     keys = _accounts(settings).list_keys(args.user)
-    rows = [(k.name, k.prefix, _when(k.created_at), _when(k.last_used_at), k.state)
-            for k in keys]
-    from .sql_runner import format_rows
-
-    sys.stdout.write(format_rows(["name", "prefix", "created", "last_used", "state"], rows,
-                                 "table"))
+    _print_lines((k.name, k.prefix, _when(k.created_at), _when(k.last_used_at), k.state)
+                 for k in keys)
     return 0
 
 
@@ -219,7 +219,6 @@ def cmd_tokens_revoke(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_snapshots_list(args: argparse.Namespace, settings: Settings) -> int:
     from .snapshots import SnapshotStore
-    from .sql_runner import format_rows
 
     rows = []
     for manifest in SnapshotStore(settings.data_dir, settings.keep_snapshots).versions():
@@ -229,8 +228,7 @@ def cmd_snapshots_list(args: argparse.Namespace, settings: Settings) -> int:
                      manifest["rows"]["companies"], manifest["rows"]["contacts"],
                      rejected["companies"] + rejected["contacts"],
                      "current" if manifest["current"] else ""))
-    sys.stdout.write(format_rows(
-        ["version", "created", "companies", "contacts", "rejected", "current"], rows, "table"))
+    _print_lines(rows)
     return 0
 
 
@@ -274,6 +272,13 @@ def _read_password(from_stdin: bool) -> str:
     if getpass.getpass("Repeat password: ") != first:
         raise CommandError("the two passwords differ")
     return first
+
+
+def _print_lines(rows) -> None:
+    """One line per item, its fields separated by tabs (SPEC 6: `tokens list`, `snapshots
+    list`): no header line, so that a script can count and split the lines."""
+    for row in rows:
+        print("\t".join(str(field) for field in row))
 
 
 def _when(moment) -> str:

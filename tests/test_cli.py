@@ -42,7 +42,8 @@ def test_users_and_tokens(data_dir):
     key = created.stdout.strip().splitlines()[-1]
     assert key.startswith("qry_") and len(key) >= 4 + 22
     listing = quarry(data_dir, "tokens", "list", "--user", "ops@example.com").stdout
-    assert key not in listing
+    assert key not in listing and len(listing.splitlines()) == 1  # one line per key
+    assert listing.split("\t")[0] == "ci"
     assert "ci" in listing and key[:12] in listing and "active" in listing and "never" in listing
     quarry(data_dir, "tokens", "revoke", key[:12])
     assert "revoked" in quarry(data_dir, "tokens", "list", "--user", "ops@example.com").stdout
@@ -69,11 +70,13 @@ def test_refresh_snapshots_and_sql(data_dir, fixture_drop, tmp_path):
     assert "is current" in first.stdout and "checking contact rows" in first.stderr
     quarry(data_dir, "refresh", "--source", str(fixture_drop))
     listing = quarry(data_dir, "snapshots", "list").stdout.splitlines()
-    assert len(listing) == 4 and listing[-1].rstrip().endswith("current")
-    older = listing[2].split()[0]
-    quarry(data_dir, "snapshots", "use", older)
-    assert quarry(data_dir, "snapshots", "list").stdout.splitlines()[2].rstrip().endswith(
-        "current")
+    assert len(listing) == 2 and listing[-1].split("\t")[-1] == "current"
+    assert listing[0].split("\t")[-1] == ""
+    version, created, companies, contacts, rejected, _ = listing[0].split("\t")
+    assert created.endswith("Z") and int(companies) > 0 and int(contacts) > 0
+    assert int(rejected) == 0
+    quarry(data_dir, "snapshots", "use", version)
+    assert quarry(data_dir, "snapshots", "list").stdout.splitlines()[0].endswith("\tcurrent")
     assert_refused(quarry(data_dir, "snapshots", "use", "nope", check=False), "no kept snapshot")
 
     script = tmp_path / "q.sql"
