@@ -51,7 +51,7 @@ class ExportQuery:
     limit: int | None
 
 
-WINDOW = 256 * 1024
+WINDOW = 128 * 1024
 
 
 def compile_export_query(request: ContactExport | CompanyExport) -> ExportQuery:
