@@ -228,35 +228,27 @@ _ISO = (
 )
 
 
-def _company_struct(created_at: str) -> str:
-    return (
-        "{'id': company.id, 'name': company.name, 'domain': company.domain, "
-        "'tld': company.tld, 'industry': company.industry, 'function': company.\"function\", "
-        "'location': {'city': company.city, 'state': company.state, "
-        "'country': company.country}, "
-        "'technologies': coalesce(company.technologies, []::VARCHAR[]), "
-        f"'employee_count': company.employee_count, 'created_at': {created_at}}}"
-    )
-
-
-def _contact_struct(created_at: str) -> str:
-    return (
-        "{'id': contact.id, 'first_name': contact.first_name, "
-        "'last_name': contact.last_name, "
-        "'full_name': nullif(concat_ws(' ', contact.first_name, contact.last_name), ''), "
-        "'job_title': contact.job_title, 'department': contact.department, "
-        "'seniority': contact.seniority, 'is_decision_maker': contact.is_decision_maker, "
-        "'emails': {'work': contact.work_email, "
-        "'personal': coalesce(contact.personal_emails, []::VARCHAR[])}, "
-        f"'linkedin_url': contact.linkedin_url, 'company': {_company_struct(created_at)}}}"
-    )
-
-
-def _nested(struct: str) -> str:
-    return f"UNNEST({struct})"
-
-
-_TZ = "timezone('UTC', company.created_at)"
+# The records of SPEC 3.4 as nested columns (Arrow, Parquet): UNNEST spreads the outer struct
+# into top-level columns; created_at stays a UTC timestamp.
+_COMPANY_STRUCT = (
+    "{'id': company.id, 'name': company.name, 'domain': company.domain, "
+    "'tld': company.tld, 'industry': company.industry, 'function': company.\"function\", "
+    "'location': {'city': company.city, 'state': company.state, "
+    "'country': company.country}, "
+    "'technologies': coalesce(company.technologies, []::VARCHAR[]), "
+    "'employee_count': company.employee_count, "
+    "'created_at': timezone('UTC', company.created_at)}"
+)
+_CONTACT_STRUCT = (
+    "{'id': contact.id, 'first_name': contact.first_name, "
+    "'last_name': contact.last_name, "
+    "'full_name': nullif(concat_ws(' ', contact.first_name, contact.last_name), ''), "
+    "'job_title': contact.job_title, 'department': contact.department, "
+    "'seniority': contact.seniority, 'is_decision_maker': contact.is_decision_maker, "
+    "'emails': {'work': contact.work_email, "
+    "'personal': coalesce(contact.personal_emails, []::VARCHAR[])}, "
+    f"'linkedin_url': contact.linkedin_url, 'company': {_COMPANY_STRUCT}}}"
+)
 _ISO_CREATED = _ISO.format("company.created_at")
 
 _COMPANY_FLAT = (
@@ -284,11 +276,11 @@ _CONTACT_FLAT = (
 
 COMPANY_SHAPES = {
     "flat": _COMPANY_FLAT,
-    "nested": _nested(_company_struct(_TZ)),
+    "nested": f"UNNEST({_COMPANY_STRUCT})",
 }
 CONTACT_SHAPES = {
     "flat": _CONTACT_FLAT,
-    "nested": _nested(_contact_struct(_TZ)),
+    "nested": f"UNNEST({_CONTACT_STRUCT})",
 }
 
 
