@@ -204,12 +204,14 @@ async def _export(request: Request, export: ContactExport | CompanyExport) -> St
     if running.get(key_id, 0) >= MAX_EXPORTS_PER_KEY:
         raise ApiError.one("rate_limited", f"this key already runs {MAX_EXPORTS_PER_KEY} "
                            "exports; wait for one to finish", headers={"Retry-After": "5"})
-    total = await _in_worker(request, snapshot, lambda cursor: cursor.execute(
-        query.count_sql, query.count_params).fetchone()[0])
+    # Take the slot before the first await, so that concurrent requests cannot all pass the
+    # check above while each is still counting its rows.
+    running[key_id] = running.get(key_id, 0) + 1
     cursor = snapshot.cursor()
     limiter = request.app.state["limiter"]
-    running[key_id] = running.get(key_id, 0) + 1
     try:
+        total = await _in_worker(request, snapshot, lambda count_cursor: count_cursor.execute(
+            query.count_sql, query.count_params).fetchone()[0])
         stream = await anyio.to_thread.run_sync(ExportStream, cursor, query, export.format,
                                                 limiter=limiter)
     except BaseException:

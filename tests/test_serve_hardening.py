@@ -185,3 +185,43 @@ def test_sigterm_finishes_the_requests_in_flight(served):
     assert len(lines) == total
     assert json.loads(lines[-1])["id"] > json.loads(lines[0])["id"]
     assert server.process.wait(timeout=15) == 0
+
+
+def test_a_key_runs_at_most_two_exports_at_once(served):
+    import threading
+
+    server, key = served
+    headers = {"Authorization": f"Bearer {key}"}
+    clients = [httpx.Client(base_url=server.base, headers=headers, timeout=30) for _ in range(4)]
+    opened, statuses, barrier = [], [], threading.Barrier(4)
+
+    def start(client: httpx.Client) -> None:
+        barrier.wait()  # all four at once: the limit must hold under a race, too
+        stream = client.stream("POST", "/v1/contacts/export", json={"format": "ndjson"})
+        answer = stream.__enter__()  # headers only: the 40,000 records stay unread
+        statuses.append(answer.status_code)
+        opened.append((stream, answer))
+
+    threads = [threading.Thread(target=start, args=(client,)) for client in clients]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert sorted(statuses) == [200, 200, 429, 429]
+        refused = next(answer for _, answer in opened if answer.status_code == 429)
+        refused.read()
+        assert refused.json()["errors"][0]["id"] == "rate_limited"
+        for stream, _ in opened:  # the two running exports go away mid-stream
+            stream.__exit__(None, None, None)
+        deadline = time.monotonic() + 10
+        while True:  # their slots come back once the server notices
+            again = httpx.post(f"{server.base}/v1/contacts/export", headers=headers,
+                               json={"format": "ndjson", "limit": 5}, timeout=30)
+            if again.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert again.status_code == 200 and len(again.text.splitlines()) == 5
+    finally:
+        for client in clients:
+            client.close()
