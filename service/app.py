@@ -207,16 +207,14 @@ async def _export(request: Request, export: ContactExport | CompanyExport) -> St
     # Take the slot before the first await, so that concurrent requests cannot all pass the
     # check above while each is still counting its rows.
     running[key_id] = running.get(key_id, 0) + 1
-    cursor = snapshot.cursor()
     limiter = request.app.state["limiter"]
     try:
         total = await _in_worker(request, snapshot, lambda count_cursor: count_cursor.execute(
             query.count_sql, query.count_params).fetchone()[0])
-        stream = await anyio.to_thread.run_sync(ExportStream, cursor, query, export.format,
-                                                limiter=limiter)
+        stream = await anyio.to_thread.run_sync(
+            lambda: ExportStream(snapshot.exports(), query), limiter=limiter)
     except BaseException:
         running[key_id] -= 1
-        cursor.close()
         raise
 
     async def body():
@@ -226,11 +224,11 @@ async def _export(request: Request, export: ContactExport | CompanyExport) -> St
                 if chunk:
                     yield chunk
         finally:
-            # A client that went away stops the query; nothing is left running.
+            # A client that went away stops the export: windows not begun are dropped and
+            # the queries running are interrupted.
             running[key_id] -= 1
             note_rows(request.scope, stream.rows)
-            cursor.interrupt()
-            cursor.close()
+            stream.close()
 
     return Stream(body(), media_type=MEDIA_TYPES[export.format], status_code=200,
                   headers={"Quarry-Total-Count": str(total)})

@@ -29,6 +29,8 @@ from typing import Any
 
 import duckdb
 
+from .export import ExportSource
+
 BUILDING_PREFIX = ".building-"
 DELETING_PREFIX = ".deleting-"
 TEMPORARY_POINTER = ".CURRENT."
@@ -161,12 +163,16 @@ class SnapshotStore:
 
 @dataclass
 class Snapshot:
-    """An open snapshot: its version, counts and a read-only DuckDB connection."""
+    """An open snapshot: its version, counts and a read-only DuckDB connection (and, once an
+    export asks for it, the exports' own reader)."""
 
     version: str
     path: Path
     manifest: dict[str, Any]
     connection: duckdb.DuckDBPyConnection = field(repr=False)
+    threads: int = 2
+    _exports: ExportSource | None = field(default=None, repr=False)
+    _exports_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def companies(self) -> int:
@@ -178,6 +184,17 @@ class Snapshot:
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         return self.connection.cursor()
+
+    def exports(self) -> ExportSource:
+        with self._exports_lock:
+            if self._exports is None:
+                self._exports = ExportSource(self.path, self.threads)
+            return self._exports
+
+    def close(self) -> None:
+        if self._exports is not None:
+            self._exports.close()
+        self.connection.close()
 
 
 class ServingSnapshots:
@@ -225,7 +242,7 @@ class ServingSnapshots:
         and process, so a later app in the same process can then open it with its own."""
         with self._lock:
             if self._snapshot is not None:
-                self._snapshot.connection.close()
+                self._snapshot.close()
             self._snapshot, self._seen = None, None
 
     def _open_current(self) -> Snapshot | None:
@@ -266,7 +283,8 @@ def open_snapshot(store: SnapshotStore, version: str, duckdb_config: dict[str, A
     if lock and not connection.execute(
             "SELECT current_setting('lock_configuration')").fetchone()[0]:
         connection.execute("SET lock_configuration = true")
-    return Snapshot(version, path, manifest, connection)
+    threads = connection.execute("SELECT current_setting('threads')").fetchone()[0]
+    return Snapshot(version, path, manifest, connection, threads=threads)
 
 
 def _fsync_dir(path: Path) -> None:
