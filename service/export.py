@@ -11,10 +11,10 @@ id) in windows of WINDOW positions, so memory holds a few windows whatever the r
 * the record shape (nested structs, or flat columns for CSV) is assembled in Arrow, and each
   format's writer turns the batch into bytes; nothing loops over rows in Python.
 
-Windows are built ahead on two worker threads (DuckDB, `take` and the writers release the
-GIL), so reading, gathering and encoding overlap. The stream's end marker (Parquet footer,
-Arrow end-of-stream) is written only after the last window, so a stream that breaks off never
-looks whole.
+Windows are read, shaped and encoded ahead on two worker threads (DuckDB, `take` and the
+writers release the GIL); the stream only puts the encoded windows in order. The end marker
+(Parquet footer, Arrow end-of-stream) is written only after the last window, so a stream
+that breaks off never looks whole.
 
 Exports read through a DuckDB instance of their own (ExportSource) with a small buffer pool:
 a full scan neither evicts the blocks the searches keep cached nor grows the server's memory.
@@ -36,10 +36,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
-import pyarrow.ipc as pa_ipc
 import pyarrow.parquet as pq
 
 from .compiler import companies_where, contacts_where
+from .parquet_parts import MAGIC, EncodedPart, PartsFooter, encode_part
 from .search_requests import CompanyExport, ContactExport
 
 MEDIA_TYPES = {
@@ -48,9 +48,14 @@ MEDIA_TYPES = {
     "parquet": "application/vnd.apache.parquet",
     "arrow": "application/vnd.apache.arrow.stream",
 }
-WINDOW = 64 * 1024           # positions per window: one DuckDB query, one batch out
-WINDOWS_AHEAD = 3            # windows being built or waiting to be written, at most
-EXPORT_MEMORY_LIMIT = "256MB"  # the export instance's buffer pool
+WINDOW = 32 * 1024           # positions per window: one DuckDB query, one encoded chunk out
+# An NDJSON window costs mostly DuckDB joining it to every company's record, the same for any
+# window size, so its windows are larger and fewer of them are kept ahead.
+NDJSON_WINDOW_SCALE = 4
+EXPORT_WORKERS = 2           # threads reading, shaping and encoding windows
+WINDOWS_AHEAD = 4            # windows being built or waiting to be sent, at most
+CHUNK_BYTES = 8 << 20        # bytes handed to the HTTP layer at a time, at most
+EXPORT_MEMORY_LIMIT = "128MB"  # the export instance's buffer pool
 
 
 @dataclass(frozen=True)
@@ -121,10 +126,12 @@ class ExportSource:
     """What the exports of one snapshot read: their own DuckDB instance, and the companies as
     Arrow columns (loaded by the first contacts export that needs them, then kept)."""
 
-    def __init__(self, path: Path, threads: int):
+    def __init__(self, path: Path):
+        # One DuckDB thread: a window's query is small, and the export's workers already run
+        # windows side by side.
         self.connection = duckdb.connect(":memory:", config={
             "TimeZone": "UTC", "autoinstall_known_extensions": False,
-            "memory_limit": EXPORT_MEMORY_LIMIT, "threads": threads})
+            "memory_limit": EXPORT_MEMORY_LIMIT, "threads": 1})
         self.connection.execute("ATTACH ? AS snapshot (READ_ONLY)", [str(path / "quarry.duckdb")])
         self.connection.execute("ATTACH ? AS rec (READ_ONLY)", [str(path / "records.duckdb")])
         self.connection.execute("SET enable_external_access = false")
@@ -138,39 +145,68 @@ class ExportSource:
         return cursor
 
     def companies(self) -> dict[str, pa.Array]:
-        """Every company's record columns, in idx order (row i is the company of idx i).
-
-        Columns with few distinct values are dictionary-encoded: gathering 4-byte codes is
-        cheaper than gathering text, and it keeps the million companies near 130 MB."""
+        """Every company's record columns, in idx order (row i is the company of idx i)."""
         with self._lock:
             if self._companies is None:
                 cursor = self.cursor()
                 try:
-                    table = cursor.sql(f"SELECT {COMPANY_COLUMNS} FROM company "
-                                       "ORDER BY idx").to_arrow_table().combine_chunks()
+                    self._companies = _load_companies(cursor)
                 finally:
                     cursor.close()
-                columns = {name: table.column(name).chunk(0) if table.num_rows else
-                           pa.array([], table.schema.field(name).type)
-                           for name in table.column_names}
-                for name in FEW_VALUES:
-                    columns[name] = columns[name].dictionary_encode()
-                technologies = columns["technologies"]
-                columns["technologies"] = pa.ListArray.from_arrays(
-                    technologies.offsets, technologies.values.dictionary_encode())
-                self._companies = columns
             return self._companies
 
     def close(self) -> None:
         self.connection.close()
 
 
+def _load_companies(cursor: duckdb.DuckDBPyConnection) -> dict[str, pa.Array]:
+    """The companies as Arrow columns. Columns with few distinct values are dictionary-coded
+    against their vocabulary, read first: gathering 4-byte codes is cheaper than gathering
+    text, and it keeps a million companies near 130 MB. The rows come in batches, each coded
+    as it arrives, so the text of every company is never in memory at once."""
+    vocabulary = {name: _distinct(cursor, f'SELECT DISTINCT "{name}" FROM company')
+                  for name in FEW_VALUES}
+    vocabulary["technologies"] = _distinct(
+        cursor, "SELECT DISTINCT unnest(technologies) FROM company")
+    parts: dict[str, list[pa.Array]] = {}
+    loaded = 0
+    reader = cursor.sql(f"SELECT company.idx, {COMPANY_COLUMNS} FROM company").to_arrow_reader(
+        WINDOW)
+    for batch in reader:
+        # The table is stored in idx order and a plain scan keeps it (DuckDB's order
+        # preservation); row i must be the company of idx i.
+        expected = pa.array(np.arange(loaded, loaded + batch.num_rows, dtype=np.int32))
+        if not batch.column("idx").equals(expected):
+            raise RuntimeError("the company table is not in idx order")
+        loaded += batch.num_rows
+        for name in batch.schema.names[1:]:
+            values = batch.column(name)
+            if name in FEW_VALUES:
+                values = _coded(values, vocabulary[name])
+            elif name == "technologies":
+                values = pa.ListArray.from_arrays(
+                    pc.subtract(values.offsets, values.offsets[0]),
+                    _coded(values.flatten(), vocabulary[name]))
+            parts.setdefault(name, []).append(values)
+    return {name: pa.concat_arrays(arrays) for name, arrays in parts.items()}
+
+
+def _distinct(cursor: duckdb.DuckDBPyConnection, sql: str) -> pa.Array:
+    values = cursor.sql(sql).to_arrow_table().column(0).combine_chunks()
+    return values.drop_null()
+
+
+def _coded(values: pa.Array, vocabulary: pa.Array) -> pa.DictionaryArray:
+    return pa.DictionaryArray.from_arrays(pc.index_in(values, value_set=vocabulary), vocabulary)
+
+
 class ExportStream:
     """One export in progress: call `next_chunk` until it returns None, then `close`.
 
-    Each call returns the bytes of one window of records in the chosen format, in id order;
-    the format's end marker comes with the last chunk. `close` (also on a client that went
-    away) cancels the windows not begun and interrupts the queries running.
+    The chunks are the format's head, each window's records encoded (in id order), then the
+    format's end. Windows are read, shaped and encoded on worker threads, WINDOWS_AHEAD at
+    most at a time; `close` (also on a client that went away) cancels the windows not begun
+    and interrupts the queries running.
     """
 
     def __init__(self, source: ExportSource, query: ExportQuery):
@@ -178,58 +214,71 @@ class ExportStream:
         self.query = query
         self.rows = 0
         self.wanted = query.limit
-        self.writer = writer_for(query.format)
         if query.contacts and query.format != "ndjson":
             source.companies()  # loaded before the answer starts, so a failure is an error
         cursor = source.cursor()
         try:
             table = "contact" if query.contacts else "company"
-            positions = cursor.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            positions = cursor.sql(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+            empty = cursor.sql(query.window_sql,
+                               params=[*query.params, 0, 0, 0]).to_arrow_table()
         finally:
             cursor.close()
-        self.windows = iter(range(0, positions, WINDOW))
-        self.pending: deque[Future[pa.RecordBatch | None]] = deque()
+        self.encoder = encoder_for(query.format, shape(empty.drop_columns(["_pos"]), query,
+                                                       source).schema)
+        self.head: bytes | None = self.encoder.head()
+        ndjson = query.format == "ndjson"
+        self.window = WINDOW * NDJSON_WINDOW_SCALE if ndjson else WINDOW
+        self.ahead = 2 if ndjson else WINDOWS_AHEAD
+        self.windows = iter(range(0, positions, self.window))
+        self.out = pa.py_buffer(b"")  # what is left to send of the window in hand
+
+        self.pending: deque[Future[Encoded | None]] = deque()
         self.running: set[duckdb.DuckDBPyConnection] = set()
         self.closed = False
-        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="export")
+        self.executor = ThreadPoolExecutor(max_workers=EXPORT_WORKERS,
+                                           thread_name_prefix="export")
         self._fill()
 
     def next_chunk(self) -> bytes | None:
+        if self.head is not None:
+            head, self.head = self.head, None
+            return head
+        if len(self.out):
+            return self._send()
         while self.pending:
-            batch = self.pending.popleft().result()
+            encoded = self.pending.popleft().result()
             self._fill()
-            if batch is None or batch.num_rows == 0:
+            if encoded is None or encoded.rows == 0:
                 continue
             if self.wanted is not None:
-                batch = batch.slice(0, self.wanted)
-                self.wanted -= batch.num_rows
+                if encoded.rows > self.wanted:  # the last window wanted: cut and encode again
+                    encoded = self.encoder.encode(encoded.batch.slice(0, self.wanted))
+                self.wanted -= encoded.rows
                 if self.wanted == 0:
                     self._stop()
-            self.rows += batch.num_rows
-            if chunk := self.writer.write(batch):
-                return chunk
-        if self.writer is None:
+            self.rows += encoded.rows
+            self.out = pa.py_buffer(self.encoder.add(encoded))
+            return self._send()
+        if self.encoder is None:
             return None
-        ending, self.writer = self.writer.finish(self.empty_schema()), None
-        return ending
+        tail, self.encoder = self.encoder.tail(), None
+        return tail
+
+    def _send(self) -> bytes:
+        """The next CHUNK_BYTES of the window in hand: the HTTP layers copy what they are
+        given, so a window goes out in parts."""
+        size = min(CHUNK_BYTES, self.out.size)
+        chunk, self.out = self.out.slice(0, size), self.out.slice(size)
+        return chunk.to_pybytes()
 
     def close(self) -> None:
         self._stop()
         self.closed = True
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-    def empty_schema(self) -> pa.Schema:
-        """The schema of a result with no rows: that of a window with none."""
-        query = self.query
-        cursor = self.source.cursor()
-        try:
-            rows = cursor.sql(query.window_sql, params=[*query.params, 0, 0, 0]).to_arrow_table()
-        finally:
-            cursor.close()
-        return shape(rows, query, self.source).schema
-
     def _fill(self) -> None:
-        while not self.closed and len(self.pending) < WINDOWS_AHEAD:
+        while not self.closed and len(self.pending) < self.ahead:
             start = next(self.windows, None)
             if start is None:
                 return
@@ -242,16 +291,17 @@ class ExportStream:
         for cursor in list(self.running):
             cursor.interrupt()
 
-    def _window(self, start: int) -> pa.RecordBatch | None:
+    def _window(self, start: int) -> Encoded | None:
+        """On a worker thread: one window read, shaped and encoded."""
         query = self.query
-        wanted = query.limit if query.limit is not None else WINDOW
+        wanted = query.limit if query.limit is not None else self.window
         cursor = self.source.cursor()
         self.running.add(cursor)
         try:
             if self.closed:
                 return None
             rows = cursor.sql(query.window_sql,
-                              params=[*query.params, start, start + WINDOW, wanted]
+                              params=[*query.params, start, start + self.window, wanted]
                               ).to_arrow_table()
         finally:
             self.running.discard(cursor)
@@ -260,7 +310,11 @@ class ExportStream:
         if len(positions) > 1 and not pc.all(pc.less(positions.slice(0, len(positions) - 1),
                                                      positions.slice(1))).as_py():
             rows = rows.sort_by("_pos")
-        return shape(rows.drop_columns(["_pos"]), query, self.source)
+        batch = shape(rows.drop_columns(["_pos"]), query, self.source)
+        encoded = self.encoder.encode(batch)
+        if query.limit is None:
+            encoded.batch = None  # not needed to cut the last window: let it go
+        return encoded
 
 
 # --- record shapes, in Arrow -------------------------------------------------------------------
@@ -375,82 +429,114 @@ def take_lists(lists: pa.ListArray, positions: pa.Array) -> pa.ListArray:
 # --- formats ------------------------------------------------------------------------------------
 
 
-class FormatWriter:
-    """Turns record batches into the bytes of one format: `write` per batch, then `finish`
-    (given the schema in case no batch came)."""
+@dataclass
+class Encoded:
+    """One window in a format's bytes (Parquet: a part, see parquet_parts)."""
 
-    def write(self, batch: pa.RecordBatch) -> bytes:
+    rows: int
+    data: bytes | pa.Buffer | None = None
+    part: EncodedPart | None = None
+    batch: pa.RecordBatch | None = None   # kept while a limit may cut the window
+
+
+class FormatEncoder:
+    """A format as head, windows and tail. `encode` runs on worker threads, any number at once;
+    `head`, `add` (each window's bytes, in order) and `tail` run on the stream's thread."""
+
+    def __init__(self, schema: pa.Schema):
+        self.schema = schema
+
+    def head(self) -> bytes:
+        return b""
+
+    def encode(self, batch: pa.RecordBatch) -> Encoded:
         raise NotImplementedError
 
-    def finish(self, schema: pa.Schema) -> bytes:
+    def add(self, encoded: Encoded) -> bytes | pa.Buffer:
+        return encoded.data
+
+    def tail(self) -> bytes:
         return b""
 
 
-class NdjsonWriter(FormatWriter):
-    def write(self, batch: pa.RecordBatch) -> bytes:
+class NdjsonEncoder(FormatEncoder):
+    def encode(self, batch: pa.RecordBatch) -> Encoded:
         # Each value is one JSON line ending in "\n": the string column's data buffer, between
         # its first and last offset, is exactly the lines one after another.
         lines = batch.column(0)
         if len(lines) == 0:
-            return b""
+            return Encoded(0, b"", batch=batch)
         _, offsets, data = lines.buffers()
         width = np.int64 if pa.types.is_large_string(lines.type) else np.int32
         positions = np.frombuffer(offsets, dtype=width)
         start, end = positions[lines.offset], positions[lines.offset + len(lines)]
-        return data.slice(int(start), int(end - start)).to_pybytes()
+        return Encoded(len(lines), data.slice(int(start), int(end - start)), batch=batch)
 
 
-class _SinkWriter(FormatWriter):
-    """Formats whose writers want a file: write into a buffer and hand over what is new."""
+class CsvEncoder(FormatEncoder):
+    def head(self) -> bytes:
+        return self._csv(self.schema.empty_table(), header=True)
 
-    def __init__(self) -> None:
-        self.sink = io.BytesIO()
-        self.writer: Any = None
+    def encode(self, batch: pa.RecordBatch) -> Encoded:
+        return Encoded(batch.num_rows, self._csv(batch, header=False), batch=batch)
 
-    def write(self, batch: pa.RecordBatch) -> bytes:
-        if self.writer is None:
-            self.writer = self.open(batch.schema)
-        self.writer.write_batch(batch)
-        return self._drain()
-
-    def finish(self, schema: pa.Schema) -> bytes:
-        if self.writer is None:  # no rows: still a valid, empty file of the right schema
-            self.writer = self.open(schema)
-        self.writer.close()
-        return self._drain()
-
-    def _drain(self) -> bytes:
-        data = self.sink.getvalue()
-        self.sink.seek(0)
-        self.sink.truncate()
-        return data
-
-    def open(self, schema: pa.Schema) -> Any:
-        raise NotImplementedError
+    @staticmethod
+    def _csv(rows: pa.RecordBatch | pa.Table, header: bool) -> bytes:
+        sink = io.BytesIO()
+        pa_csv.write_csv(rows, sink, pa_csv.WriteOptions(include_header=header,
+                                                         quoting_style="needed"))
+        return sink.getvalue()
 
 
-class CsvWriter(_SinkWriter):
-    def open(self, schema: pa.Schema) -> Any:
-        return pa_csv.CSVWriter(self.sink, schema,
-                                write_options=pa_csv.WriteOptions(quoting_style="needed"))
+class ArrowEncoder(FormatEncoder):
+    """The Arrow IPC stream format: the schema message, one record batch message per window
+    (written on the workers), and the end-of-stream marker."""
+
+    END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
+
+    def head(self) -> bytes:
+        return self.schema.serialize().to_pybytes()
+
+    def encode(self, batch: pa.RecordBatch) -> Encoded:
+        return Encoded(batch.num_rows, batch.serialize().to_pybytes(), batch=batch)
+
+    def tail(self) -> bytes:
+        return self.END_OF_STREAM
 
 
-class ArrowWriter(_SinkWriter):
-    def open(self, schema: pa.Schema) -> Any:
-        return pa_ipc.new_stream(self.sink, schema)
+class ParquetEncoder(FormatEncoder):
+    """Each window is one row group, encoded on a worker as a Parquet file of its own; the
+    stream is the magic, the row groups and one footer listing them all (parquet_parts).
 
-
-class ParquetWriter(_SinkWriter):
-    """Uncompressed, with dictionaries for the few-valued columns only and no statistics: the
+    Uncompressed, with dictionaries for the few-valued columns only and no statistics: the
     settings that encode fastest (README, Export). The Arrow schema is not stored, so readers
     see text columns as text rather than as the dictionaries they were written from."""
 
-    def open(self, schema: pa.Schema) -> Any:
+    def __init__(self, schema: pa.Schema):
+        super().__init__(schema)
         few = [path for path in _leaf_paths(schema)
                if path.rsplit(".", 1)[-1] in ("department", "seniority", "job_title",
                                               *FEW_VALUES) or "technologies" in path]
-        return pq.ParquetWriter(self.sink, schema, compression="none", use_dictionary=few,
-                                write_statistics=False, store_schema=False)
+        self.options = {"compression": "none", "use_dictionary": few,
+                        "write_statistics": False, "store_schema": False}
+        self.footer = PartsFooter()
+
+    def head(self) -> bytes:
+        return MAGIC
+
+    def encode(self, batch: pa.RecordBatch) -> Encoded:
+        return Encoded(batch.num_rows, part=encode_part(batch, self.options), batch=batch)
+
+    def add(self, encoded: Encoded) -> bytes:
+        self.footer.add(encoded.part)
+        return encoded.part.body
+
+    def tail(self) -> bytes:
+        if self.footer.template is None:  # no rows: the rest of an empty file of the schema
+            sink = io.BytesIO()
+            pq.ParquetWriter(sink, self.schema, **self.options).close()
+            return sink.getvalue()[len(MAGIC):]
+        return self.footer.finish()
 
 
 def _leaf_paths(schema: pa.Schema) -> list[str]:
@@ -470,9 +556,9 @@ def _leaf_paths(schema: pa.Schema) -> list[str]:
     return paths
 
 
-def writer_for(fmt: str) -> FormatWriter:
-    return {"ndjson": NdjsonWriter, "csv": CsvWriter, "arrow": ArrowWriter,
-            "parquet": ParquetWriter}[fmt]()
+def encoder_for(fmt: str, schema: pa.Schema) -> FormatEncoder:
+    return {"ndjson": NdjsonEncoder, "csv": CsvEncoder, "arrow": ArrowEncoder,
+            "parquet": ParquetEncoder}[fmt](schema)
 
 
 # --- offline --------------------------------------------------------------------------------
@@ -516,13 +602,13 @@ def export_to_file(
     version = store.current_version()
     if version is None:
         raise ValueError("no data snapshot has been loaded yet; run 'quarry refresh' first")
-    source = ExportSource(store.path_of(version), settings.duckdb_threads)
+    source = ExportSource(store.path_of(version))
     query = compile_export_query(request)
     partial = out.with_name(f".{out.name}.partial")
     stream = None
     try:
         cursor = source.cursor()
-        total = cursor.execute(query.count_sql, query.count_params).fetchone()[0]
+        total = cursor.sql(query.count_sql, params=query.count_params).fetchall()[0][0]
         cursor.close()
         stream = ExportStream(source, query)
         with open(partial, "wb") as handle:

@@ -170,7 +170,6 @@ class Snapshot:
     path: Path
     manifest: dict[str, Any]
     connection: duckdb.DuckDBPyConnection = field(repr=False)
-    threads: int = 2
     _exports: ExportSource | None = field(default=None, repr=False)
     _exports_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -188,7 +187,7 @@ class Snapshot:
     def exports(self) -> ExportSource:
         with self._exports_lock:
             if self._exports is None:
-                self._exports = ExportSource(self.path, self.threads)
+                self._exports = ExportSource(self.path)
             return self._exports
 
     def close(self) -> None:
@@ -283,8 +282,7 @@ def open_snapshot(store: SnapshotStore, version: str, duckdb_config: dict[str, A
     if lock and not connection.execute(
             "SELECT current_setting('lock_configuration')").fetchone()[0]:
         connection.execute("SET lock_configuration = true")
-    threads = connection.execute("SELECT current_setting('threads')").fetchone()[0]
-    return Snapshot(version, path, manifest, connection, threads=threads)
+    return Snapshot(version, path, manifest, connection)
 
 
 def _fsync_dir(path: Path) -> None:
