@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from .company_columns import FEW_VALUES, CompanyColumns
 from .compiler import companies_where, contacts_where
 from .parquet_parts import MAGIC, EncodedPart, PartsFooter, encode_part
 from .search_requests import CompanyExport, ContactExport
@@ -117,10 +118,6 @@ CONTACT_JSON = ("contact_record.head || ',\"company\":' || company_record.record
 CONTACT_JSON_JOINS = (
     "JOIN rec.contact_record ON contact_record.cidx = contact.cidx "
     "JOIN rec.company_record ON company_record.idx = contact_record.company_idx")
-# Company columns worth a Parquet dictionary (few distinct values); the rest are mostly unique,
-# where a dictionary only costs time.
-FEW_VALUES = ("tld", "industry", "function", "city", "state", "country")
-
 
 class ExportSource:
     """What the exports of one snapshot read: their own DuckDB instance, and the companies as
@@ -136,7 +133,7 @@ class ExportSource:
         self.connection.execute("ATTACH ? AS rec (READ_ONLY)", [str(path / "records.duckdb")])
         self.connection.execute("SET enable_external_access = false")
         self.connection.execute("SET lock_configuration = true")
-        self._companies: dict[str, pa.Array] | None = None
+        self._companies: CompanyColumns | None = None
         self._lock = threading.Lock()
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
@@ -144,60 +141,18 @@ class ExportSource:
         cursor.execute("USE snapshot")  # each cursor starts in the in-memory catalog
         return cursor
 
-    def companies(self) -> dict[str, pa.Array]:
-        """Every company's record columns, in idx order (row i is the company of idx i)."""
+    def companies(self) -> CompanyColumns:
         with self._lock:
             if self._companies is None:
                 cursor = self.cursor()
                 try:
-                    self._companies = _load_companies(cursor)
+                    self._companies = CompanyColumns.load(cursor, COMPANY_COLUMNS, WINDOW)
                 finally:
                     cursor.close()
             return self._companies
 
     def close(self) -> None:
         self.connection.close()
-
-
-def _load_companies(cursor: duckdb.DuckDBPyConnection) -> dict[str, pa.Array]:
-    """The companies as Arrow columns. Columns with few distinct values are dictionary-coded
-    against their vocabulary, read first: gathering 4-byte codes is cheaper than gathering
-    text, and it keeps a million companies near 130 MB. The rows come in batches, each coded
-    as it arrives, so the text of every company is never in memory at once."""
-    vocabulary = {name: _distinct(cursor, f'SELECT DISTINCT "{name}" FROM company')
-                  for name in FEW_VALUES}
-    vocabulary["technologies"] = _distinct(
-        cursor, "SELECT DISTINCT unnest(technologies) FROM company")
-    parts: dict[str, list[pa.Array]] = {}
-    loaded = 0
-    reader = cursor.sql(f"SELECT company.idx, {COMPANY_COLUMNS} FROM company").to_arrow_reader(
-        WINDOW)
-    for batch in reader:
-        # The table is stored in idx order and a plain scan keeps it (DuckDB's order
-        # preservation); row i must be the company of idx i.
-        expected = pa.array(np.arange(loaded, loaded + batch.num_rows, dtype=np.int32))
-        if not batch.column("idx").equals(expected):
-            raise RuntimeError("the company table is not in idx order")
-        loaded += batch.num_rows
-        for name in batch.schema.names[1:]:
-            values = batch.column(name)
-            if name in FEW_VALUES:
-                values = _coded(values, vocabulary[name])
-            elif name == "technologies":
-                values = pa.ListArray.from_arrays(
-                    pc.subtract(values.offsets, values.offsets[0]),
-                    _coded(values.flatten(), vocabulary[name]))
-            parts.setdefault(name, []).append(values)
-    return {name: pa.concat_arrays(arrays) for name, arrays in parts.items()}
-
-
-def _distinct(cursor: duckdb.DuckDBPyConnection, sql: str) -> pa.Array:
-    values = cursor.sql(sql).to_arrow_table().column(0).combine_chunks()
-    return values.drop_null()
-
-
-def _coded(values: pa.Array, vocabulary: pa.Array) -> pa.DictionaryArray:
-    return pa.DictionaryArray.from_arrays(pc.index_in(values, value_set=vocabulary), vocabulary)
 
 
 class ExportStream:
@@ -258,7 +213,7 @@ class ExportStream:
                 if self.wanted == 0:
                     self._stop()
             self.rows += encoded.rows
-            self.out = pa.py_buffer(self.encoder.add(encoded))
+            self.out = pa.py_buffer(self.encoder.add(encoded))  # a view, not a copy
             return self._send()
         if self.encoder is None:
             return None
@@ -331,8 +286,7 @@ def shape(rows: pa.Table, query: ExportQuery, source: ExportSource) -> pa.Record
     plain = query.format != "parquet"  # Parquet writes the dictionaries as they are
     if query.contacts:
         positions = columns.pop("company_idx")
-        company = {name: take(values, positions, plain)
-                   for name, values in source.companies().items()}
+        company = source.companies().take(positions, plain)
         fields = contact_fields(columns, company)
     else:
         fields = company_fields(columns)
@@ -396,36 +350,6 @@ def struct(fields: dict[str, pa.Array]) -> pa.StructArray:
     return pa.StructArray.from_arrays(list(fields.values()), list(fields.keys()))
 
 
-def take(values: pa.Array, positions: pa.Array, plain: bool) -> pa.Array:
-    """values[positions]; `plain` turns dictionary codes back into text."""
-    if pa.types.is_list(values.type):
-        gathered = take_lists(values, positions)
-        items = gathered.values
-        if plain and pa.types.is_dictionary(items.type):
-            items = items.dictionary_decode()
-        return pa.ListArray.from_arrays(gathered.offsets, items)
-    gathered = values.take(positions)
-    if plain and pa.types.is_dictionary(gathered.type):
-        gathered = gathered.dictionary_decode()
-    return gathered
-
-
-def take_lists(lists: pa.ListArray, positions: pa.Array) -> pa.ListArray:
-    """lists[positions] for lists without nulls, by offset arithmetic: Arrow's own `take` of a
-    list array goes list by list and was the slowest step of a window (measured: 13 ms here
-    against 57 ms for 64k contacts)."""
-    offsets = lists.offsets.to_numpy()
-    chosen = positions.to_numpy(zero_copy_only=False).astype(np.int64)
-    starts = offsets[chosen]
-    lengths = offsets[chosen + 1] - starts
-    new_offsets = np.zeros(len(chosen) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=new_offsets[1:])
-    # item k of the result is item k - new_offsets[i] + starts[i] of the input, i its list
-    shift = np.repeat(starts.astype(np.int64) - new_offsets[:-1], lengths)
-    items = np.arange(int(new_offsets[-1]), dtype=np.int64) + shift
-    return pa.ListArray.from_arrays(pa.array(new_offsets), lists.values.take(pa.array(items)))
-
-
 # --- formats ------------------------------------------------------------------------------------
 
 
@@ -475,14 +399,14 @@ class NdjsonEncoder(FormatEncoder):
 
 class CsvEncoder(FormatEncoder):
     def head(self) -> bytes:
-        return self._csv(self.schema.empty_table(), header=True)
+        return self._csv(self.schema.empty_table(), header=True).to_pybytes()
 
     def encode(self, batch: pa.RecordBatch) -> Encoded:
         return Encoded(batch.num_rows, self._csv(batch, header=False), batch=batch)
 
     @staticmethod
-    def _csv(rows: pa.RecordBatch | pa.Table, header: bool) -> bytes:
-        sink = io.BytesIO()
+    def _csv(rows: pa.RecordBatch | pa.Table, header: bool) -> pa.Buffer:
+        sink = pa.BufferOutputStream()
         pa_csv.write_csv(rows, sink, pa_csv.WriteOptions(include_header=header,
                                                          quoting_style="needed"))
         return sink.getvalue()
@@ -498,7 +422,7 @@ class ArrowEncoder(FormatEncoder):
         return self.schema.serialize().to_pybytes()
 
     def encode(self, batch: pa.RecordBatch) -> Encoded:
-        return Encoded(batch.num_rows, batch.serialize().to_pybytes(), batch=batch)
+        return Encoded(batch.num_rows, batch.serialize(), batch=batch)
 
     def tail(self) -> bytes:
         return self.END_OF_STREAM
@@ -518,7 +442,8 @@ class ParquetEncoder(FormatEncoder):
                if path.rsplit(".", 1)[-1] in ("department", "seniority", "job_title",
                                               *FEW_VALUES) or "technologies" in path]
         self.options = {"compression": "none", "use_dictionary": few,
-                        "write_statistics": False, "store_schema": False}
+                        "write_statistics": False, "store_schema": False,
+                        "write_batch_size": WINDOW}
         self.footer = PartsFooter()
 
     def head(self) -> bytes:

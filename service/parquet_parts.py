@@ -18,7 +18,6 @@ protocol specification and parquet.thrift (apache/parquet-format).
 
 from __future__ import annotations
 
-import io
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +37,7 @@ COLUMN_META_DATA_POSITIONS = (9, 10, 11, 14)  # data, index, dictionary page; bl
 
 @dataclass
 class EncodedPart:
-    body: bytes               # the row groups' bytes, as they go into the export
+    body: pa.Buffer           # the row groups' bytes, as they go into the export
     row_groups: list[Any]     # their footer entries, positions as in the part's own file
     rows: int
     footer: list[Any]         # the part's whole footer (a template for the export's)
@@ -46,16 +45,16 @@ class EncodedPart:
 
 def encode_part(batch: pa.RecordBatch, writer_options: dict[str, Any]) -> EncodedPart:
     """A batch as one row group, written as a Parquet file of its own and taken apart."""
-    sink = io.BytesIO()
+    sink = pa.BufferOutputStream()
     with pq.ParquetWriter(sink, batch.schema, **writer_options) as writer:
         writer.write_batch(batch)
     data = sink.getvalue()
-    footer_length = int.from_bytes(data[-8:-4], "little")
-    footer_start = len(data) - 8 - footer_length
+    footer_length = int.from_bytes(data.slice(data.size - 8, 4).to_pybytes(), "little")
+    footer_start = data.size - 8 - footer_length
     footer = ThriftReader(data, footer_start).read_struct()
     row_groups = _field(footer, FILE_METADATA_ROW_GROUPS, (0, []))[1]
-    return EncodedPart(body=data[len(MAGIC):footer_start], row_groups=row_groups,
-                       rows=batch.num_rows, footer=footer)
+    return EncodedPart(body=data.slice(len(MAGIC), footer_start - len(MAGIC)),
+                       row_groups=row_groups, rows=batch.num_rows, footer=footer)
 
 
 class PartsFooter:
@@ -72,7 +71,7 @@ class PartsFooter:
         for row_group in part.row_groups:
             _shift_row_group(row_group, shift, ordinal=len(self.row_groups))
             self.row_groups.append(row_group)
-        self.position += len(part.body)
+        self.position += part.body.size
         self.rows += part.rows
         if self.template is None:
             self.template = part.footer
@@ -128,8 +127,8 @@ BOOL = BOOL_TRUE  # in a field header the type says the value; elements store a 
 
 
 class ThriftReader:
-    def __init__(self, data: bytes, position: int = 0):
-        self.data = memoryview(data)
+    def __init__(self, data: bytes | pa.Buffer, position: int = 0):
+        self.data = memoryview(data).cast("B")  # pyarrow buffers present signed bytes
         self.position = position
 
     def read_struct(self) -> list[Any]:
