@@ -7,10 +7,14 @@ import csv
 import io
 import json
 
+import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import pytest
 
+from service.export import COMPANY_COLUMNS, ExportSource, ExportStream, compile_export_query
+from service.search_requests import ContactExport
+from service.snapshots import SnapshotStore
 from tests.test_cli import quarry
 from tests.test_errors import assert_envelope
 
@@ -64,12 +68,20 @@ def test_export_matches_search(client, kind, fmt):
     answer = client.post(f"/v1/{kind}/export", json={**filters, "format": fmt})
     assert answer.status_code == 200
     assert int(answer.headers["quarry-total-count"]) == len(expected)
+    assert answer.headers["content-type"].startswith(MEDIA[fmt])
+    assert_records(answer, fmt, expected)
+
+
+MEDIA = {"ndjson": "application/x-ndjson", "csv": "text/csv",
+         "parquet": "application/vnd.apache.parquet",
+         "arrow": "application/vnd.apache.arrow.stream"}
+
+
+def assert_records(answer, fmt: str, expected: list[dict]) -> None:
+    """The export's records, read with the format's standard reader, are `expected`."""
     if fmt == "ndjson":
-        assert answer.headers["content-type"].startswith("application/x-ndjson")
-        got = [json.loads(line) for line in answer.text.splitlines()]
-        assert got == expected
+        assert [json.loads(line) for line in answer.text.splitlines()] == expected
     elif fmt == "csv":
-        assert answer.headers["content-type"].startswith("text/csv")
         rows = list(csv.DictReader(io.StringIO(answer.text)))
         assert rows == [flatten(record) for record in expected]
     else:
@@ -134,17 +146,68 @@ def test_offline_export_command(data_dir, fixture_drop, tmp_path, client):
     assert not (tmp_path / "x.csv").exists()
 
 
+@pytest.mark.parametrize("fmt", ["ndjson", "csv", "parquet", "arrow"])
 @pytest.mark.parametrize("limit", [None, 1, 130, 5000])
-def test_export_runs_window_by_window_in_id_order(client, monkeypatch, limit):
+def test_export_runs_window_by_window_in_id_order(client, monkeypatch, fmt, limit):
     monkeypatch.setattr("service.export.WINDOW", 97)  # many windows over the fixture drop
     expected = all_pages(client, "/v1/contacts/search", FILTERS)
-    body = {**FILTERS, "format": "ndjson", **({"limit": limit} if limit else {})}
+    body = {**FILTERS, "format": fmt, **({"limit": limit} if limit else {})}
     answer = client.post("/v1/contacts/export", json=body)
-    got = [json.loads(line) for line in answer.text.splitlines()]
-    assert got == expected[:limit] if limit else got == expected
-    assert int(answer.headers["quarry-total-count"]) == len(got)
-    arrow = client.post("/v1/companies/export", json={"format": "arrow", **(
+    wanted = expected[:limit] if limit else expected
+    assert int(answer.headers["quarry-total-count"]) == len(wanted)
+    assert_records(answer, fmt, wanted)
+    if fmt == "parquet":  # one row group per window, stitched under one footer
+        assert pq.ParquetFile(io.BytesIO(answer.content)).metadata.num_row_groups > 1 or (
+            limit is not None and limit <= 97)
+    companies = client.post("/v1/companies/export", json={"format": fmt, **(
         {"limit": limit} if limit else {})})
-    ids = ipc.open_stream(arrow.content).read_all().column("id").to_pylist()
-    companies = [r["id"] for r in all_pages(client, "/v1/companies/search", {})]
-    assert ids == (companies[:limit] if limit else companies)
+    ids = [r["id"] for r in all_pages(client, "/v1/companies/search", {})]
+    assert int(companies.headers["quarry-total-count"]) == len(ids[:limit] if limit else ids)
+
+
+def test_closing_an_export_starts_no_more_windows(served, monkeypatch):
+    """What a client that goes away triggers (the answer's stream closes the export): the
+    windows not begun are dropped and the workers stop."""
+    monkeypatch.setattr("service.export.WINDOW", 13)
+    settings, _ = served
+    store = SnapshotStore(settings.data_dir)
+    source = ExportSource(store.path_of(store.current_version()))
+    started = []
+    original = ExportStream._window
+    monkeypatch.setattr(ExportStream, "_window",
+                        lambda self, start: started.append(start) or original(self, start))
+    stream = ExportStream(source, compile_export_query(ContactExport(format="arrow")))
+    try:
+        assert stream.next_chunk().startswith(b"\xff\xff\xff\xff")  # the schema
+        assert len(stream.next_chunk()) > 0  # the first window's records
+        stream.close()
+    finally:
+        stream.close()
+        stream.executor.shutdown(wait=True)
+        source.close()
+    assert stream.rows == 13
+    assert len(started) <= 1 + 4  # the window sent and those built ahead, of about 90
+    assert not stream.running
+
+
+@pytest.mark.parametrize("plain", [True, False])
+def test_companies_gathered_by_position_are_the_companies_at_those_positions(served, plain):
+    settings, _ = served
+    store = SnapshotStore(settings.data_dir)
+    source = ExportSource(store.path_of(store.current_version()))
+    try:
+        cursor = source.cursor()
+        table = cursor.sql(f"SELECT {COMPANY_COLUMNS} FROM company ORDER BY idx"
+                           ).to_arrow_table()
+        cursor.close()
+        every = table.to_pylist()
+        positions = [len(every) - 1, 0, 3, 3, *range(5, len(every), 7), 1]
+        gathered = source.companies().take(pa.array(positions, pa.int32()), plain)
+    finally:
+        source.close()
+    assert any(row["industry"] is None for row in every)  # nulls are gathered too
+    got = pa.Table.from_pydict({name: values.cast(
+        pa.list_(pa.string()) if name == "technologies" else
+        pa.string() if pa.types.is_dictionary(values.type) else values.type)
+        for name, values in gathered.items()}).to_pylist()
+    assert got == [every[position] for position in positions]

@@ -225,3 +225,25 @@ def test_a_key_runs_at_most_two_exports_at_once(served):
     finally:
         for client in clients:
             client.close()
+
+
+def test_a_client_that_goes_away_stops_its_export(served):
+    """The export stops where the client left: the access log counts the records handed to
+    the connection, and an export that went on would count them all."""
+    server, key = served
+    headers = {"Authorization": f"Bearer {key}", "X-Request-ID": "goes-away"}
+    with httpx.Client(base_url=server.base, timeout=30) as client:
+        with client.stream("POST", "/v1/contacts/export", json={"format": "arrow"},
+                           headers=headers) as export:
+            assert export.status_code == 200
+            total = int(export.headers["quarry-total-count"])
+            next(export.iter_raw())  # under way; the rest stays unread
+    deadline = time.monotonic() + 10
+    while True:  # logged when the server has noticed and stopped
+        lines = [json.loads(line) for line in server.stderr().splitlines()
+                 if line.startswith("{") and "goes-away" in line]
+        if lines or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert lines, "the export never ended"
+    assert 0 < lines[0]["rows"] < total
