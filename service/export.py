@@ -5,11 +5,11 @@ id) in windows of WINDOW positions, so memory holds a few windows whatever the r
 
 * DuckDB reads each window's matching rows from one table, with no join (NDJSON instead takes
   the records store's JSON text, which is already the record of SPEC 3.4);
-* a contact's company is gathered by position from the companies held as Arrow columns: an
-  Arrow `take` is several times faster than a DuckDB join that rebuilds its hash table of a
-  million companies for every window (README, Export);
-* the record shape (nested structs, or flat columns for CSV) is assembled in Arrow, and each
-  format's writer turns the batch into bytes; nothing loops over rows in Python.
+* a contact's company is gathered by position from the companies held in memory
+  (company_columns), several times faster than a DuckDB join that rebuilds its hash table of
+  a million companies for every window (README, Exports);
+* the record shape (nested structs, or flat columns for CSV) is assembled in Arrow, and the
+  format's encoder (export_formats) turns it into bytes; nothing loops over rows in Python.
 
 Windows are read, shaped and encoded ahead on two worker threads (DuckDB, `take` and the
 writers release the GIL); the stream only puts the encoded windows in order. The end marker
@@ -22,7 +22,6 @@ a full scan neither evicts the blocks the searches keep cached nor grows the ser
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 from collections import deque
@@ -32,23 +31,17 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
 
-from .company_columns import FEW_VALUES, CompanyColumns
+from .company_columns import CompanyColumns
 from .compiler import companies_where, contacts_where
-from .parquet_parts import MAGIC, EncodedPart, PartsFooter, encode_part
+from .export_formats import MEDIA_TYPES, Encoded, encoder_for
 from .search_requests import CompanyExport, ContactExport
 
-MEDIA_TYPES = {
-    "ndjson": "application/x-ndjson",
-    "csv": "text/csv; charset=utf-8",
-    "parquet": "application/vnd.apache.parquet",
-    "arrow": "application/vnd.apache.arrow.stream",
-}
+__all__ = ["MEDIA_TYPES", "ExportSource", "ExportStream", "compile_export_query",
+           "export_to_file"]
+
 WINDOW = 32 * 1024           # positions per window: one DuckDB query, one encoded chunk out
 # An NDJSON window costs mostly DuckDB joining it to every company's record, the same for any
 # window size, so its windows are larger and fewer of them are kept ahead.
@@ -118,6 +111,7 @@ CONTACT_JSON = ("contact_record.head || ',\"company\":' || company_record.record
 CONTACT_JSON_JOINS = (
     "JOIN rec.contact_record ON contact_record.cidx = contact.cidx "
     "JOIN rec.company_record ON company_record.idx = contact_record.company_idx")
+
 
 class ExportSource:
     """What the exports of one snapshot read: their own DuckDB instance, and the companies as
@@ -348,142 +342,6 @@ def iso_text(moments: pa.Array) -> pa.Array:
 
 def struct(fields: dict[str, pa.Array]) -> pa.StructArray:
     return pa.StructArray.from_arrays(list(fields.values()), list(fields.keys()))
-
-
-# --- formats ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Encoded:
-    """One window in a format's bytes (Parquet: a part, see parquet_parts)."""
-
-    rows: int
-    data: bytes | pa.Buffer | None = None
-    part: EncodedPart | None = None
-    batch: pa.RecordBatch | None = None   # kept while a limit may cut the window
-
-
-class FormatEncoder:
-    """A format as head, windows and tail. `encode` runs on worker threads, any number at once;
-    `head`, `add` (each window's bytes, in order) and `tail` run on the stream's thread."""
-
-    def __init__(self, schema: pa.Schema):
-        self.schema = schema
-
-    def head(self) -> bytes:
-        return b""
-
-    def encode(self, batch: pa.RecordBatch) -> Encoded:
-        raise NotImplementedError
-
-    def add(self, encoded: Encoded) -> bytes | pa.Buffer:
-        return encoded.data
-
-    def tail(self) -> bytes:
-        return b""
-
-
-class NdjsonEncoder(FormatEncoder):
-    def encode(self, batch: pa.RecordBatch) -> Encoded:
-        # Each value is one JSON line ending in "\n": the string column's data buffer, between
-        # its first and last offset, is exactly the lines one after another.
-        lines = batch.column(0)
-        if len(lines) == 0:
-            return Encoded(0, b"", batch=batch)
-        _, offsets, data = lines.buffers()
-        width = np.int64 if pa.types.is_large_string(lines.type) else np.int32
-        positions = np.frombuffer(offsets, dtype=width)
-        start, end = positions[lines.offset], positions[lines.offset + len(lines)]
-        return Encoded(len(lines), data.slice(int(start), int(end - start)), batch=batch)
-
-
-class CsvEncoder(FormatEncoder):
-    def head(self) -> bytes:
-        return self._csv(self.schema.empty_table(), header=True).to_pybytes()
-
-    def encode(self, batch: pa.RecordBatch) -> Encoded:
-        return Encoded(batch.num_rows, self._csv(batch, header=False), batch=batch)
-
-    @staticmethod
-    def _csv(rows: pa.RecordBatch | pa.Table, header: bool) -> pa.Buffer:
-        sink = pa.BufferOutputStream()
-        pa_csv.write_csv(rows, sink, pa_csv.WriteOptions(include_header=header,
-                                                         quoting_style="needed"))
-        return sink.getvalue()
-
-
-class ArrowEncoder(FormatEncoder):
-    """The Arrow IPC stream format: the schema message, one record batch message per window
-    (written on the workers), and the end-of-stream marker."""
-
-    END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
-
-    def head(self) -> bytes:
-        return self.schema.serialize().to_pybytes()
-
-    def encode(self, batch: pa.RecordBatch) -> Encoded:
-        return Encoded(batch.num_rows, batch.serialize(), batch=batch)
-
-    def tail(self) -> bytes:
-        return self.END_OF_STREAM
-
-
-class ParquetEncoder(FormatEncoder):
-    """Each window is one row group, encoded on a worker as a Parquet file of its own; the
-    stream is the magic, the row groups and one footer listing them all (parquet_parts).
-
-    Uncompressed, with dictionaries for the few-valued columns only and no statistics: the
-    settings that encode fastest (README, Export). The Arrow schema is not stored, so readers
-    see text columns as text rather than as the dictionaries they were written from."""
-
-    def __init__(self, schema: pa.Schema):
-        super().__init__(schema)
-        few = [path for path in _leaf_paths(schema)
-               if path.rsplit(".", 1)[-1] in ("department", "seniority", "job_title",
-                                              *FEW_VALUES) or "technologies" in path]
-        self.options = {"compression": "none", "use_dictionary": few,
-                        "write_statistics": False, "store_schema": False,
-                        "write_batch_size": WINDOW}
-        self.footer = PartsFooter()
-
-    def head(self) -> bytes:
-        return MAGIC
-
-    def encode(self, batch: pa.RecordBatch) -> Encoded:
-        return Encoded(batch.num_rows, part=encode_part(batch, self.options), batch=batch)
-
-    def add(self, encoded: Encoded) -> bytes:
-        self.footer.add(encoded.part)
-        return encoded.part.body
-
-    def tail(self) -> bytes:
-        if self.footer.template is None:  # no rows: the rest of an empty file of the schema
-            sink = io.BytesIO()
-            pq.ParquetWriter(sink, self.schema, **self.options).close()
-            return sink.getvalue()[len(MAGIC):]
-        return self.footer.finish()
-
-
-def _leaf_paths(schema: pa.Schema) -> list[str]:
-    paths: list[str] = []
-
-    def walk(field: pa.Field, prefix: str) -> None:
-        if pa.types.is_struct(field.type):
-            for child in field.type:
-                walk(child, f"{prefix}{field.name}.")
-        elif pa.types.is_list(field.type):
-            paths.append(f"{prefix}{field.name}.list.element")
-        else:
-            paths.append(prefix + field.name)
-
-    for field in schema:
-        walk(field, "")
-    return paths
-
-
-def encoder_for(fmt: str, schema: pa.Schema) -> FormatEncoder:
-    return {"ndjson": NdjsonEncoder, "csv": CsvEncoder, "arrow": ArrowEncoder,
-            "parquet": ParquetEncoder}[fmt](schema)
 
 
 # --- offline --------------------------------------------------------------------------------
