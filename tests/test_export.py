@@ -184,7 +184,7 @@ def test_closing_an_export_starts_no_more_windows(served, monkeypatch):
     finally:
         stream.close()
         stream.executor.shutdown(wait=True)
-        source.close()
+    assert source._connection is None  # the export's DuckDB instance closed with its last use
     assert stream.rows == 13
     assert len(started) <= 1 + 4  # the window sent and those built ahead, of about 90
     assert not stream.running
@@ -195,6 +195,7 @@ def test_companies_gathered_by_position_are_the_companies_at_those_positions(ser
     settings, _ = served
     store = SnapshotStore(settings.data_dir)
     source = ExportSource(store.path_of(store.current_version()))
+    source.acquire()
     try:
         cursor = source.cursor()
         table = cursor.sql(f"SELECT {COMPANY_COLUMNS} FROM company ORDER BY idx"
