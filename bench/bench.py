@@ -269,6 +269,7 @@ def exports(server: Server, contacts: int) -> None:
     print(f"  first export after start (loads the companies): {time.perf_counter() - started:.2f} s"
           f", server RSS now {server.rss_gib():.2f} GiB")
     for fmt, target in EXPORT_TARGETS.items():
+        time.sleep(1)  # the previous export's memory is given back within ~50 ms of its end
         before = server.rss_gib()
         peak = [before]
         stop = threading.Event()
