@@ -44,14 +44,16 @@ __all__ = ["MEDIA_TYPES", "ExportSource", "ExportStream", "compile_export_query"
            "export_to_file"]
 
 WINDOW = 32 * 1024           # positions per window: one DuckDB query, one encoded chunk out
-# An NDJSON window costs mostly DuckDB joining it to every company's record, the same for any
-# window size, so its windows are larger and fewer of them are kept ahead.
-NDJSON_WINDOW_SCALE = 2
+# Per format, a window is WINDOW times this many positions, and so many are kept ahead (being
+# built or waiting to be sent). Text windows are large (450-770 bytes a record), so fewer are
+# in memory; an NDJSON window costs mostly DuckDB joining it to every company's record, the
+# same for any size, so its windows are larger.
+WINDOW_SCALE = {"arrow": 1.0, "parquet": 1.0, "csv": 0.5, "ndjson": 2.0}
+WINDOWS_AHEAD = {"arrow": 3, "parquet": 3, "csv": 3, "ndjson": 2}
 EXPORT_WORKERS = 2           # threads reading, shaping and encoding windows
-WINDOWS_AHEAD = 3            # windows being built or waiting to be sent, at most
 CHUNK_BYTES = 8 << 20        # bytes handed to the HTTP layer at a time, at most
-GIVE_BACK_EVERY = 8          # windows sent between returns of freed memory (~3 ms each)
-EXPORT_MEMORY_LIMIT = "128MB"  # the export instance's buffer pool
+EXPORT_MEMORY_LIMIT = "128MB"  # the export instance's memory, for every export at once
+EXPORT_QUERIES = 2           # window queries running at once, across all exports
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,10 @@ class ExportSource:
         self._lock = threading.Lock()
         self._companies: CompanyColumns | None = None
         self._companies_lock = threading.Lock()
+        # Each export has its workers, but the exports share one memory limit: a window's query
+        # takes up to ~60 MB (NDJSON's join), and four at once ran out. Two at a time keep
+        # both cores busy whatever the number of exports.
+        self.query_slots = threading.BoundedSemaphore(EXPORT_QUERIES)
 
     def acquire(self) -> None:
         with self._lock:
@@ -202,7 +208,6 @@ class ExportStream:
         self.source = source
         self.query = query
         self.rows = 0
-        self.windows_sent = 0
         self.wanted = query.limit
         self.pending: deque[Future[Encoded | None]] = deque()
         self.active: set[Future[Encoded | None]] = set()  # submitted and not done
@@ -215,9 +220,8 @@ class ExportStream:
             source.release()
             raise
         self.head: bytes | None = self.encoder.head()
-        ndjson = query.format == "ndjson"
-        self.window = WINDOW * NDJSON_WINDOW_SCALE if ndjson else WINDOW
-        self.ahead = 2 if ndjson else WINDOWS_AHEAD
+        self.window = max(1, int(WINDOW * WINDOW_SCALE[query.format]))
+        self.ahead = WINDOWS_AHEAD[query.format]
         self.windows = iter(range(0, positions, self.window))
         self.out = pa.py_buffer(b"")  # what is left to send of the window in hand
         self.executor = ThreadPoolExecutor(max_workers=EXPORT_WORKERS,
@@ -259,9 +263,6 @@ class ExportStream:
                 if self.wanted == 0:
                     self._stop()
             self.rows += encoded.rows
-            self.windows_sent += 1
-            if self.windows_sent % GIVE_BACK_EVERY == 0:
-                give_back_memory()  # else the allocators keep what the windows sent used
             self.out = pa.py_buffer(self.encoder.add(encoded))  # a view, not a copy
             return self._send()
         if self.encoder is None:
@@ -309,18 +310,19 @@ class ExportStream:
     def _window(self, start: int) -> Encoded | None:
         """On a worker thread: one window read, shaped and encoded."""
         query = self.query
-        wanted = query.limit if query.limit is not None else self.window
-        cursor = self.source.cursor()
-        self.running.add(cursor)
-        try:
-            if self.closed:
-                return None
-            rows = cursor.sql(query.window_sql, params=[
-                *query.params, start, start + self.window, *([wanted] if query.limited else [])
-            ]).to_arrow_table()
-        finally:
-            self.running.discard(cursor)
-            cursor.close()
+        wanted = min(query.limit or self.window, self.window)  # no window holds more
+        with self.source.query_slots:
+            cursor = self.source.cursor()
+            self.running.add(cursor)
+            try:
+                if self.closed:
+                    return None
+                rows = cursor.sql(query.window_sql, params=[
+                    *query.params, start, start + self.window,
+                    *([wanted] if query.limited else [])]).to_arrow_table()
+            finally:
+                self.running.discard(cursor)
+                cursor.close()
         positions = rows.column("_pos")
         if len(positions) > 1 and not pc.all(pc.less(positions.slice(0, len(positions) - 1),
                                                      positions.slice(1))).as_py():
