@@ -176,8 +176,9 @@ class ExportSource:
             return self._companies
 
     def close(self) -> None:
+        """At shutdown: close now if no export runs; else the last one's release does."""
         with self._lock:
-            if self._connection is not None:
+            if self._users == 0 and self._connection is not None:
                 self._connection.close()
                 self._connection = None
 

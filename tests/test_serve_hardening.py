@@ -283,3 +283,39 @@ def test_every_format_exports_all_40000_records_alike(served):
     assert as_json_values(parquet.to_pylist()) == records
     arrow = ipc.open_stream(answers["arrow"].content).read_all()
     assert as_json_values(arrow.to_pylist()) == records
+
+
+def test_many_exports_at_once_stay_within_the_export_memory(bigger_data, monkeypatch):
+    """Exports share one DuckDB memory limit; their window queries take turns, so six at once
+    all finish (with EXPORT_QUERIES at 100, all twelve workers' queries ran at once and ran
+    out of memory)."""
+    import threading
+
+    from service.export import ExportSource, ExportStream, compile_export_query
+    from service.search_requests import ContactExport
+
+    monkeypatch.setattr("service.export.EXPORT_MEMORY_LIMIT", "64MB")
+    monkeypatch.setattr("service.export.WINDOW", 4096)
+    store = SnapshotStore(bigger_data[0])
+    source = ExportSource(store.path_of(store.current_version()))
+    lines, errors = [], []
+
+    def export() -> None:
+        try:
+            stream = ExportStream(source, compile_export_query(ContactExport(format="ndjson")))
+            received = []
+            while (chunk := stream.next_chunk()) is not None:
+                received.append(chunk)
+            stream.close()
+            stream.executor.shutdown(wait=True)
+            lines.append(b"".join(received).count(b"\n"))
+        except Exception as error:  # noqa: BLE001 - the test reports what failed
+            errors.append(f"{type(error).__name__}: {error}")
+
+    threads = [threading.Thread(target=export) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert lines == [40_000] * 6
