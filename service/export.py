@@ -48,7 +48,7 @@ WINDOW = 32 * 1024           # positions per window: one DuckDB query, one encod
 # built or waiting to be sent). Text windows are large (450-770 bytes a record), so fewer are
 # in memory; an NDJSON window costs mostly DuckDB joining it to every company's record, the
 # same for any size, so its windows are larger.
-WINDOW_SCALE = {"arrow": 1.0, "parquet": 1.0, "csv": 0.5, "ndjson": 2.0}
+WINDOW_SCALE = {"arrow": 1.0, "parquet": 1.0, "csv": 0.5, "ndjson": 1.5}
 WINDOWS_AHEAD = {"arrow": 3, "parquet": 3, "csv": 3, "ndjson": 2}
 EXPORT_WORKERS = 2           # threads reading, shaping and encoding windows
 CHUNK_BYTES = 8 << 20        # bytes handed to the HTTP layer at a time, at most
