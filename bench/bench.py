@@ -293,10 +293,10 @@ def exports(server: Server, contacts: int) -> None:
         rate = total / elapsed
         print(f"  {fmt:8s} {total:,} rows in {elapsed:6.1f} s = {rate:12,.0f} rows/s, "
               f"{size / 2**20:8.0f} MiB, server RSS {before:.2f} -> peak {peak[0]:.2f} GiB")
-        verdict(f"export {fmt} throughput at {contacts // 1_000_000}M", rate >= target,
-                f"{rate:,.0f} rows/s >= {target:,}")
-        verdict(f"export {fmt} memory at {contacts // 1_000_000}M", peak[0] < 1.0,
-                f"{peak[0]:.2f} GiB < 1 GiB")
+        if contacts >= 10_000_000:  # the targets are set for exporting 10M contacts
+            verdict(f"export {fmt} throughput", rate >= target,
+                    f"{rate:,.0f} rows/s >= {target:,}")
+            verdict(f"export {fmt} memory", peak[0] < 1.0, f"{peak[0]:.2f} GiB < 1 GiB")
 
 
 def sample_peak(server: Server, peak: list[float], stop: threading.Event) -> None:
