@@ -52,7 +52,7 @@ WINDOW_SCALE = {"arrow": 1.0, "parquet": 1.0, "csv": 0.5, "ndjson": 1.5}
 WINDOWS_AHEAD = {"arrow": 3, "parquet": 3, "csv": 3, "ndjson": 2}
 EXPORT_WORKERS = 2           # threads reading, shaping and encoding windows
 CHUNK_BYTES = 8 << 20        # bytes handed to the HTTP layer at a time, at most
-EXPORT_MEMORY_LIMIT = "128MB"  # the export instance's memory, for every export at once
+EXPORT_MEMORY_LIMIT = "64MB"  # the export instance's memory, for every export at once
 EXPORT_QUERIES = 2           # window queries running at once, across all exports
 
 
