@@ -28,9 +28,10 @@ class CompiledQuery:
 
 def compile_companies_query(request: CompanySearch) -> CompiledQuery:
     where = companies_where(request)
+    count = companies_count(request)
     return CompiledQuery(
-        count_sql=f"SELECT count(*) FROM company WHERE {where.sql}",
-        count_params=where.params,
+        count_sql=count.sql,
+        count_params=count.params,
         page_sql=f"SELECT idx FROM company WHERE {where.sql} ORDER BY idx LIMIT ? OFFSET ?",
         page_params=[*where.params, *_window(request)],
         records_sql=COMPANY_RECORDS_SQL,
@@ -39,12 +40,7 @@ def compile_companies_query(request: CompanySearch) -> CompiledQuery:
 
 def compile_contacts_query(request: ContactSearch) -> CompiledQuery:
     where = contacts_where(request)
-    if conditions(request, "contact", on="contact"):
-        count = Fragment(f"SELECT count(*) FROM contact WHERE {where.sql}", where.params)
-    else:
-        on_companies = companies_where(request)
-        count = Fragment("SELECT coalesce(sum(contact_count), 0) FROM company "
-                         f"WHERE {on_companies.sql}", on_companies.params)
+    count = contacts_count(request)
     return CompiledQuery(
         count_sql=count.sql,
         count_params=count.params,
@@ -66,6 +62,23 @@ CONTACT_RECORDS_SQL = (
 # A lookup by id: the record's position, then COMPANY_/CONTACT_RECORDS_SQL.
 COMPANY_POSITION_SQL = "SELECT idx FROM company WHERE id = ?"
 CONTACT_POSITION_SQL = "SELECT cidx FROM contact WHERE id = ?"
+
+
+def companies_count(request: CompanyFilters) -> Fragment:
+    """The exact number of companies a search (or an export) matches."""
+    where = companies_where(request)
+    return Fragment(f"SELECT count(*) FROM company WHERE {where.sql}", where.params)
+
+
+def contacts_count(request: ContactFilters) -> Fragment:
+    """The exact number of contacts matched: a count, or for filters on company attributes
+    only the sum of the matching companies' contact_count, which never reads contacts."""
+    if conditions(request, "contact", on="contact"):
+        where = contacts_where(request)
+        return Fragment(f"SELECT count(*) FROM contact WHERE {where.sql}", where.params)
+    on_companies = companies_where(request)
+    return Fragment("SELECT coalesce(sum(contact_count), 0) FROM company "
+                    f"WHERE {on_companies.sql}", on_companies.params)
 
 
 def companies_where(request: CompanyFilters) -> Fragment:

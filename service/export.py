@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .company_columns import CompanyColumns
-from .compiler import companies_where, contacts_where
+from .compiler import companies_count, companies_where, contacts_count, contacts_where
 from .export_formats import MEDIA_TYPES, Encoded, FormatEncoder, encoder_for
 from .memory import give_back_memory
 from .search_requests import CompanyExport, ContactExport
@@ -77,26 +77,25 @@ def compile_export_query(request: ContactExport | CompanyExport) -> ExportQuery:
     # ExportStream puts a window back in order by its positions. Without a limit or a join the
     # query is the plain scan (the subquery and LIMIT cost a fifth of it).
     in_window = f"{where.sql} AND {table}.{position} >= ? AND {table}.{position} < ?"
+    limited = request.format == "ndjson" or request.limit is not None
+    limit = " LIMIT ?" if limited else ""
     if request.format == "ndjson":
         columns, joins = (CONTACT_JSON, CONTACT_JSON_JOINS) if contacts else (
             COMPANY_JSON, COMPANY_JSON_JOINS)
-        source = f"(SELECT * FROM {table} WHERE {in_window} LIMIT ?) AS {table} {joins}"
-        window = f"SELECT {table}.{position} AS _pos, {columns} FROM {source}"
+        window = (f"SELECT {table}.{position} AS _pos, {columns} FROM "
+                  f"(SELECT * FROM {table} WHERE {in_window}{limit}) AS {table} {joins}")
     else:
         columns = CONTACT_COLUMNS if contacts else COMPANY_COLUMNS
         window = (f"SELECT {table}.{position} AS _pos, {columns} FROM {table} "
-                  f"WHERE {in_window} LIMIT ?")
-        if request.limit is None:
-            window = window.removesuffix(" LIMIT ?")
-    count = f"SELECT count(*) FROM {table} WHERE {where.sql}"
+                  f"WHERE {in_window}{limit}")
+    count = contacts_count(request) if contacts else companies_count(request)
+    count_sql, count_params = count.sql, count.params
     if request.limit is not None:
-        count = f"SELECT least(({count}), ?)"
+        count_sql, count_params = f"SELECT least(({count_sql}), ?)", [*count_params,
+                                                                     request.limit]
     return ExportQuery(
         contacts=contacts, format=request.format, window_sql=window, params=where.params,
-        limited="LIMIT ?" in window,
-        count_sql=count,
-        count_params=[*where.params, *([request.limit] if request.limit is not None else [])],
-        limit=request.limit)
+        limited=limited, count_sql=count_sql, count_params=count_params, limit=request.limit)
 
 
 # Columns read from DuckDB. A contacts window carries company_idx; its company is gathered in
