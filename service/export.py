@@ -151,9 +151,7 @@ class ExportSource:
     def release(self) -> None:
         with self._lock:
             self._users -= 1
-            if self._users == 0 and self._connection is not None:
-                self._connection.close()
-                self._connection = None
+            self._close_when_unused()
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         connection = self._connection
@@ -177,9 +175,12 @@ class ExportSource:
     def close(self) -> None:
         """At shutdown: close now if no export runs; else the last one's release does."""
         with self._lock:
-            if self._users == 0 and self._connection is not None:
-                self._connection.close()
-                self._connection = None
+            self._close_when_unused()
+
+    def _close_when_unused(self) -> None:
+        if self._users == 0 and self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
 
 def _open_export_database(path: Path) -> duckdb.DuckDBPyConnection:
@@ -329,8 +330,8 @@ class ExportStream:
             rows = rows.sort_by("_pos")
         batch = shape(rows.drop_columns(["_pos"]), query, self.source)
         encoded = self.encoder.encode(batch)
-        if query.limit is None:
-            encoded.batch = None  # not needed to cut the last window: let it go
+        if query.limit is not None:
+            encoded.batch = batch  # the last window wanted is cut from it
         return encoded
 
 
@@ -340,9 +341,7 @@ class ExportStream:
 def shape(rows: pa.Table, query: ExportQuery, source: ExportSource) -> pa.RecordBatch:
     """A window's rows as the records of SPEC 3.4 in the format's shape: the JSON lines as
     they are; nested structs (Arrow, Parquet); or flat columns named by their path (CSV)."""
-    rows = rows.combine_chunks()
-    columns = {name: rows.column(name).chunk(0) if rows.num_rows else
-               pa.array([], rows.schema.field(name).type) for name in rows.column_names}
+    columns = {name: rows.column(name).combine_chunks() for name in rows.column_names}
     if query.format == "ndjson":
         return pa.RecordBatch.from_pydict(columns)
     plain = query.format != "parquet"  # Parquet writes the dictionaries as they are

@@ -36,7 +36,7 @@ class Encoded:
     rows: int
     data: bytes | pa.Buffer | None = None
     part: EncodedPart | None = None
-    batch: pa.RecordBatch | None = None   # kept while a limit may cut the window
+    batch: pa.RecordBatch | None = None   # the stream keeps it while a limit may cut it
 
 
 class FormatEncoder:
@@ -65,12 +65,12 @@ class NdjsonEncoder(FormatEncoder):
         # its first and last offset, is exactly the lines one after another.
         lines = batch.column(0)
         if len(lines) == 0:
-            return Encoded(0, b"", batch=batch)
+            return Encoded(0, b"")
         _, offsets, data = lines.buffers()
         width = np.int64 if pa.types.is_large_string(lines.type) else np.int32
         positions = np.frombuffer(offsets, dtype=width)
         start, end = positions[lines.offset], positions[lines.offset + len(lines)]
-        return Encoded(len(lines), data.slice(int(start), int(end - start)), batch=batch)
+        return Encoded(len(lines), data.slice(int(start), int(end - start)))
 
 
 class CsvEncoder(FormatEncoder):
@@ -78,7 +78,7 @@ class CsvEncoder(FormatEncoder):
         return self._csv(self.schema.empty_table(), header=True).to_pybytes()
 
     def encode(self, batch: pa.RecordBatch) -> Encoded:
-        return Encoded(batch.num_rows, self._csv(batch, header=False), batch=batch)
+        return Encoded(batch.num_rows, self._csv(batch, header=False))
 
     @staticmethod
     def _csv(rows: pa.RecordBatch | pa.Table, header: bool) -> pa.Buffer:
@@ -98,7 +98,7 @@ class ArrowEncoder(FormatEncoder):
         return self.schema.serialize().to_pybytes()
 
     def encode(self, batch: pa.RecordBatch) -> Encoded:
-        return Encoded(batch.num_rows, batch.serialize(), batch=batch)
+        return Encoded(batch.num_rows, batch.serialize())
 
     def tail(self) -> bytes:
         return self.END_OF_STREAM
@@ -126,7 +126,7 @@ class ParquetEncoder(FormatEncoder):
         return MAGIC
 
     def encode(self, batch: pa.RecordBatch) -> Encoded:
-        return Encoded(batch.num_rows, part=encode_part(batch, self.options), batch=batch)
+        return Encoded(batch.num_rows, part=encode_part(batch, self.options))
 
     def add(self, encoded: Encoded) -> bytes:
         self.footer.add(encoded.part)
