@@ -4,6 +4,10 @@
 -- Rules are SPEC section 4; the first broken rule of a row is its reason.
 
 CREATE MACRO clean_text(x) AS nullif(trim(x, whitespace_chars()), '');
+-- A list column: each item cleaned, the empty ones dropped; no list at all is an empty list.
+CREATE MACRO clean_list(xs) AS
+    coalesce(list_filter(list_transform(xs, lambda v: clean_text(v)), lambda v: v IS NOT NULL),
+             []::VARCHAR[]);
 
 CREATE TABLE typed_companies AS
 SELECT
@@ -16,8 +20,7 @@ SELECT
     clean_text(city) AS city,
     clean_text(state) AS state,
     clean_text(country) AS country,
-    coalesce(list_filter(list_transform(technologies, lambda t: clean_text(t)), lambda t: t IS NOT NULL),
-             []::VARCHAR[]) AS technologies,
+    clean_list(technologies) AS technologies,
     clean_text(employee_count) AS employee_count_text,
     CASE WHEN regexp_full_match(clean_text(employee_count), '[+-]?[0-9]{1,18}')
          THEN CAST(clean_text(employee_count) AS BIGINT) END AS employee_count,

@@ -13,8 +13,7 @@ SELECT
     clean_text(department) AS department,
     clean_text(seniority) AS seniority,
     clean_text(work_email) AS work_email,
-    coalesce(list_filter(list_transform(personal_emails, lambda e: clean_text(e)), lambda e: e IS NOT NULL),
-             []::VARCHAR[]) AS personal_emails,
+    clean_list(personal_emails) AS personal_emails,
     clean_text(linkedin_url) AS linkedin_url,
     clean_text(is_decision_maker) AS is_decision_maker_text,
     CASE lower(clean_text(is_decision_maker))
