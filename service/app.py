@@ -20,7 +20,7 @@ import anyio
 import duckdb
 from litestar import Litestar, Request, Response, get, post
 from litestar.exceptions import HTTPException
-from litestar.response import Stream
+from litestar.response.streaming import ASGIStreamingResponse
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from .access_log import AccessLog, note_rows
@@ -185,18 +185,18 @@ MAX_EXPORTS_PER_KEY = 2
 
 
 @post("/v1/contacts/export", status_code=200)
-async def contacts_export(request: Request) -> Response | Stream:
+async def contacts_export(request: Request) -> ASGIApp:
     export = parse_json_body(await _json_body(request), ContactExport, "contacts export")
     return await _export(request, export)
 
 
 @post("/v1/companies/export", status_code=200)
-async def companies_export(request: Request) -> Response | Stream:
+async def companies_export(request: Request) -> ASGIApp:
     export = parse_json_body(await _json_body(request), CompanyExport, "companies export")
     return await _export(request, export)
 
 
-async def _export(request: Request, export: ContactExport | CompanyExport) -> Stream:
+async def _export(request: Request, export: ContactExport | CompanyExport) -> ExportBody:
     snapshot = _snapshot(request)
     query = compile_export_query(export)
     key_id = request.scope["state"]["api_key"].id
@@ -230,8 +230,23 @@ async def _export(request: Request, export: ContactExport | CompanyExport) -> St
             note_rows(request.scope, stream.rows)
             stream.close()
 
-    return Stream(body(), media_type=MEDIA_TYPES[export.format], status_code=200,
-                  headers={"Quarry-Total-Count": str(total)})
+    return ExportBody(iterator=body(), media_type=MEDIA_TYPES[export.format],
+                      headers={"Quarry-Total-Count": str(total)})
+
+
+class ExportBody(ASGIStreamingResponse):
+    """An export's answer: its chunks (memoryviews of the encoded windows) go to the server
+    as they are. Litestar's Stream would copy each into `bytes`, a third of the copying an
+    Arrow export did (README, Exports); the server writes them to the socket without joining
+    them to the chunk framing (service.server). A client that goes away still cancels the
+    stream (ASGIStreamingResponse.send_body listens for the disconnect)."""
+
+    __slots__ = ()
+
+    async def _stream(self, send: Send) -> None:
+        async for chunk in self.iterator:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 # --- operations ------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ from columns in memory is several times cheaper. Gathering is bound by memory ac
 kind of machine, so the layout keeps it to few, narrow reads (README, Export):
 
 * the few-valued columns (tld, industry, function, city, state, country) are codes into a
-  vocabulary, side by side in one integer matrix: a contact's six codes are one read;
+  vocabulary, side by side in one integer matrix: a contact's six codes are one read; the
+  codes are also what Arrow and Parquet exports send (dictionary arrays of the vocabulary);
 * technologies are codes too, the lists' items one after another with their offsets;
 * the unique text columns (id, name, domain) and the numbers stay Arrow arrays.
 
@@ -32,7 +33,7 @@ MISSING = -1  # the code of a null
 class CompanyColumns:
     text: dict[str, pa.Array]
     numbers: dict[str, pa.Array]
-    codes: np.ndarray                  # one row per company, one column per FEW_VALUES
+    codes: np.ndarray                  # one row per company, one column per FEW_VALUES (code_type)
     vocabulary: dict[str, pa.Array]    # FEW_VALUES and "technologies"
     technology_offsets: np.ndarray     # company i's technologies: codes[offsets[i]:offsets[i+1]]
     technology_codes: np.ndarray
@@ -47,6 +48,8 @@ class CompanyColumns:
                       for name in FEW_VALUES}
         vocabulary["technologies"] = _distinct(
             cursor, "SELECT DISTINCT unnest(technologies) FROM company")
+        few_type = code_type(*(vocabulary[name] for name in FEW_VALUES))
+        technology_type = code_type(vocabulary["technologies"])
         text: dict[str, list[pa.Array]] = {name: [] for name in TEXT}
         numbers: dict[str, list[pa.Array]] = {name: [] for name in NUMBERS}
         codes: list[np.ndarray] = []
@@ -66,11 +69,12 @@ class CompanyColumns:
                 text[name].append(batch.column(name))
             for name in NUMBERS:
                 numbers[name].append(batch.column(name))
-            codes.append(np.stack([_codes(batch.column(name), vocabulary[name])
+            codes.append(np.stack([_codes(batch.column(name), vocabulary[name], few_type)
                                    for name in FEW_VALUES], axis=1))
             technologies = batch.column("technologies")
             lengths.append(pc.list_value_length(technologies).fill_null(0).to_numpy())
-            technology_codes.append(_codes(technologies.flatten(), vocabulary["technologies"]))
+            technology_codes.append(_codes(technologies.flatten(), vocabulary["technologies"],
+                                           technology_type))
         offsets = np.zeros(loaded + 1, dtype=np.int64)
         np.cumsum(np.concatenate(lengths) if lengths else [], out=offsets[1:])
         return cls(
@@ -78,15 +82,16 @@ class CompanyColumns:
                   for name, parts in text.items()},
             numbers={name: _concat(parts, reader.schema.field(name).type)
                      for name, parts in numbers.items()},
-            codes=np.concatenate(codes) if codes else np.zeros((0, len(FEW_VALUES)), np.int32),
+            codes=np.concatenate(codes) if codes else np.zeros((0, len(FEW_VALUES)), few_type),
             vocabulary=vocabulary,
             technology_offsets=offsets,
             technology_codes=(np.concatenate(technology_codes) if technology_codes
-                              else np.zeros(0, np.int32)))
+                              else np.zeros(0, technology_type)))
 
     def take(self, positions: pa.Array, plain: bool) -> dict[str, pa.Array]:
         """The record columns of the companies at `positions`: text, or (plain=False)
-        dictionary arrays for the coded columns, which the Parquet writer takes as they are."""
+        dictionary arrays for the coded columns, which Arrow and Parquet exports send as they
+        are."""
         chosen = positions.to_numpy(zero_copy_only=False)
         columns = {name: values.take(positions) for name, values in self.text.items()}
         coded = np.take(self.codes, chosen, axis=0)
@@ -120,9 +125,16 @@ def _distinct(cursor: duckdb.DuckDBPyConnection, sql: str) -> pa.Array:
     return cursor.sql(sql).to_arrow_table().column(0).combine_chunks().drop_null()
 
 
-def _codes(values: pa.Array, vocabulary: pa.Array) -> np.ndarray:
-    return pc.index_in(values, value_set=vocabulary).fill_null(MISSING).to_numpy().astype(
-        np.int32)
+def code_type(*vocabularies: pa.Array) -> np.dtype:
+    """The narrowest integer type for codes into these vocabularies: int16 up to 32,767
+    values, the case of every vocabulary in the generated data. The codes become the indices
+    of the Arrow and Parquet dictionaries, so narrower codes are fewer bytes sent."""
+    largest = max(len(vocabulary) for vocabulary in vocabularies)
+    return np.dtype(np.int16 if largest < np.iinfo(np.int16).max else np.int32)
+
+
+def _codes(values: pa.Array, vocabulary: pa.Array, kind: np.dtype) -> np.ndarray:
+    return pc.index_in(values, value_set=vocabulary).fill_null(MISSING).to_numpy().astype(kind)
 
 
 def _concat(parts: list[pa.Array], kind: pa.DataType) -> pa.Array:

@@ -243,10 +243,10 @@ class ExportStream:
                 *query.params, 0, 0, *([0] if query.limited else [])]).to_arrow_table()
         finally:
             cursor.close()
-        schema = shape(empty.drop_columns(["_pos"]), query, self.source).schema
-        return encoder_for(query.format, schema), positions
+        return encoder_for(query.format, shape(empty.drop_columns(["_pos"]), query,
+                                               self.source)), positions
 
-    def next_chunk(self) -> bytes | None:
+    def next_chunk(self) -> bytes | memoryview | None:
         if self.head is not None:
             head, self.head = self.head, None
             return head
@@ -271,12 +271,13 @@ class ExportStream:
         tail, self.encoder = self.encoder.tail(), None
         return tail
 
-    def _send(self) -> bytes:
-        """The next CHUNK_BYTES of the window in hand: the HTTP layers copy what they are
-        given, so a window goes out in parts."""
+    def _send(self) -> memoryview:
+        """The next CHUNK_BYTES of the window in hand, as a view: the socket takes what it can
+        at once and the event loop's transport copies the rest into its buffer, so a window
+        goes out in parts."""
         size = min(CHUNK_BYTES, self.out.size)
         chunk, self.out = self.out.slice(0, size), self.out.slice(size)
-        return chunk.to_pybytes()
+        return memoryview(chunk)
 
     def close(self) -> None:
         if self.closed:
@@ -344,7 +345,7 @@ def shape(rows: pa.Table, query: ExportQuery, source: ExportSource) -> pa.Record
     columns = {name: rows.column(name).combine_chunks() for name in rows.column_names}
     if query.format == "ndjson":
         return pa.RecordBatch.from_pydict(columns)
-    plain = query.format != "parquet"  # Parquet writes the dictionaries as they are
+    plain = query.format == "csv"  # Arrow and Parquet write the dictionaries as they are
     if query.contacts:
         positions = columns.pop("company_idx")
         company = source.companies().take(positions, plain)

@@ -41,10 +41,14 @@ class Encoded:
 
 class FormatEncoder:
     """A format as head, windows and tail. `encode` runs on worker threads, any number at once;
-    `head`, `add` (each window's bytes, in order) and `tail` run on the stream's thread."""
+    `head`, `add` (each window's bytes, in order) and `tail` run on the stream's thread.
 
-    def __init__(self, schema: pa.Schema):
-        self.schema = schema
+    `empty` is the records' shape with no rows: its schema, and the dictionaries its coded
+    columns share with every window (the snapshot's vocabularies)."""
+
+    def __init__(self, empty: pa.RecordBatch):
+        self.empty = empty
+        self.schema = empty.schema
 
     def head(self) -> bytes:
         return b""
@@ -89,13 +93,21 @@ class CsvEncoder(FormatEncoder):
 
 
 class ArrowEncoder(FormatEncoder):
-    """The Arrow IPC stream format: the schema message, one record batch message per window
-    (written on the workers), and the end-of-stream marker."""
+    """The Arrow IPC stream format: the schema message and the dictionary messages, one record
+    batch message per window (written on the workers), and the end-of-stream marker.
+
+    The coded columns (company tld, industry, function, location, technologies) are Arrow
+    dictionaries of the snapshot's vocabularies: sent once in the head, then each window
+    carries only its codes, which halves what an export sends (README, Exports)."""
 
     END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 
     def head(self) -> bytes:
-        return self.schema.serialize().to_pybytes()
+        # The IPC writer puts the dictionaries before the first batch: the empty one here, a
+        # zero-row batch that readers take as it is. Not closed, so no end-of-stream yet.
+        sink = pa.BufferOutputStream()
+        pa.ipc.new_stream(sink, self.schema).write_batch(self.empty)
+        return sink.getvalue().to_pybytes()
 
     def encode(self, batch: pa.RecordBatch) -> Encoded:
         return Encoded(batch.num_rows, batch.serialize())
@@ -112,9 +124,9 @@ class ParquetEncoder(FormatEncoder):
     settings that encode fastest (README, Export). The Arrow schema is not stored, so readers
     see text columns as text rather than as the dictionaries they were written from."""
 
-    def __init__(self, schema: pa.Schema):
-        super().__init__(schema)
-        few = [path for path in _leaf_paths(schema)
+    def __init__(self, empty: pa.RecordBatch):
+        super().__init__(empty)
+        few = [path for path in _leaf_paths(self.schema)
                if path.rsplit(".", 1)[-1] in ("department", "seniority", "job_title",
                                               *FEW_VALUES) or "technologies" in path]
         self.options = {"compression": "none", "use_dictionary": few,
@@ -157,6 +169,6 @@ def _leaf_paths(schema: pa.Schema) -> list[str]:
     return paths
 
 
-def encoder_for(fmt: str, schema: pa.Schema) -> FormatEncoder:
+def encoder_for(fmt: str, empty: pa.RecordBatch) -> FormatEncoder:
     return {"ndjson": NdjsonEncoder, "csv": CsvEncoder, "arrow": ArrowEncoder,
-            "parquet": ParquetEncoder}[fmt](schema)
+            "parquet": ParquetEncoder}[fmt](empty)

@@ -7,9 +7,13 @@
   closed; uvicorn's own answer would be plain text.
 - Bodies: the app refuses any over 64 KiB (413), see `service.app.MAX_BODY`.
 - uvicorn's access log is off: `service.access_log` writes one JSON line per request instead.
+- A large body chunk (an export's) goes to the transport as it is, beside its chunk framing:
+  h11 would join the three into one new `bytes`, a copy of every byte an export sends.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -17,10 +21,26 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from .envelope import error_body, problem
 
 MAX_HEADER_BYTES = 16 * 1024
+PASS_THROUGH_BYTES = 256 * 1024
 
 
 class BoundedConnection(h11.Connection):
-    """An h11 server connection that refuses a request head over MAX_HEADER_BYTES."""
+    """An h11 server connection that refuses a request head over MAX_HEADER_BYTES, and writes
+    large body chunks to its transport itself (`send`)."""
+
+    transport: asyncio.Transport | None = None  # set once the connection is made
+
+    def send(self, event):
+        """As h11's, but a Data event of PASS_THROUGH_BYTES or more is written to the
+        transport in its parts (framing, the data itself, framing): what is returned, the last
+        part, is written next by uvicorn, so the order on the wire is h11's."""
+        if (self.transport is None or not isinstance(event, h11.Data)
+                or len(event.data) < PASS_THROUGH_BYTES):
+            return super().send(event)
+        *parts, last = self.send_with_data_passthrough(event)
+        for part in parts:
+            self.transport.write(part)
+        return last
 
     def next_event(self):
         event = super().next_event()
@@ -41,6 +61,10 @@ class EnvelopeH11Protocol(H11Protocol):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.conn = BoundedConnection(h11.SERVER, MAX_HEADER_BYTES)
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)
+        self.conn.transport = transport
 
     def send_400_response(self, msg: str) -> None:
         body = error_body([problem(

@@ -12,13 +12,14 @@ import subprocess
 import time
 from pathlib import Path
 
+import h11
 import httpx
 import pytest
 
 from service.accounts import Accounts
 from service.generate import generate_drop
 from service.refresh import refresh
-from service.server import MAX_HEADER_BYTES
+from service.server import MAX_HEADER_BYTES, PASS_THROUGH_BYTES, BoundedConnection
 from service.snapshots import SnapshotStore
 from tests.serving import free_port
 from tests.test_cli import QUARRY, REPO
@@ -247,6 +248,40 @@ def test_a_client_that_goes_away_stops_its_export(served):
         time.sleep(0.1)
     assert lines, "the export never ended"
     assert 0 < lines[0]["rows"] < total
+
+
+def test_a_large_chunk_goes_out_as_it_is_beside_its_framing():
+    """BoundedConnection writes a large chunk's framing and the chunk itself to the transport
+    (no joined copy) and returns the closing framing for uvicorn to write next: a real h11
+    client reads the bytes back as the same body, chunk by chunk."""
+
+    class Transport:  # the asyncio transport's one method the connection uses
+        def __init__(self) -> None:
+            self.written: list = []
+
+        def write(self, data) -> None:
+            self.written.append(data)
+
+    server, client, transport = BoundedConnection(h11.SERVER), h11.Connection(h11.CLIENT), \
+        Transport()
+    server.transport = transport
+    server.receive_data(client.send(h11.Request(method="POST", target="/", headers=[
+        ("Host", "quarry"), ("Content-Length", "0")])) + client.send(h11.EndOfMessage()))
+    assert isinstance(server.next_event(), h11.Request)
+    assert isinstance(server.next_event(), h11.EndOfMessage)
+    large = memoryview(os.urandom(PASS_THROUGH_BYTES))
+    sent = [large, b"small", large[1:]]
+    transport.write(server.send(h11.Response(status_code=200, headers=[])))  # chunked
+    for data in sent:
+        transport.write(server.send(h11.Data(data=data)))
+    transport.write(server.send(h11.EndOfMessage()))
+    assert any(part is large for part in transport.written)  # passed on, not copied
+    client.receive_data(b"".join(bytes(part) for part in transport.written))
+    received = []
+    while not isinstance(event := client.next_event(), h11.EndOfMessage):
+        if isinstance(event, h11.Data):
+            received.append(event.data)
+    assert b"".join(received) == b"".join(bytes(data) for data in sent)
 
 
 def test_every_format_exports_all_40000_records_alike(served):
