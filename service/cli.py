@@ -120,7 +120,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from .access_log import configure_access_log
     from .app import create_app
+    from .memory import use_jemalloc
     from .server import uvicorn_options
+
+    use_jemalloc()
 
     class Server(uvicorn.Server):
         @contextlib.contextmanager
@@ -242,8 +245,10 @@ def cmd_snapshots_use(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from .export import export_to_file
+    from .memory import use_jemalloc
     from .progress import ProgressBar
 
+    use_jemalloc()
     with ProgressBar() as bar:
         rows = export_to_file(settings, args.filters, args.format, args.out,
                               companies=args.companies, progress=bar.update)

@@ -11,7 +11,8 @@ kind of machine, so the layout keeps it to few, narrow reads (README, Export):
 * technologies are codes too, the lists' items one after another with their offsets;
 * the unique text columns (id, name, domain) and the numbers stay Arrow arrays.
 
-A million companies take about 120 MB.
+A million companies take about 120 MB. `take` gives a window's companies as columns (Arrow,
+Parquet, CSV); `json` as the records' JSON text (NDJSON).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from .json_text import escaping_of, iso_text, json_string, json_strings
 
 FEW_VALUES = ("tld", "industry", "function", "city", "state", "country")
 TEXT = ("id", "name", "domain")
@@ -37,6 +40,8 @@ class CompanyColumns:
     vocabulary: dict[str, pa.Array]    # FEW_VALUES and "technologies"
     technology_offsets: np.ndarray     # company i's technologies: codes[offsets[i]:offsets[i+1]]
     technology_codes: np.ndarray
+    vocabulary_json: dict[str, pa.Array]  # each vocabulary entry as JSON text
+    escaping: dict[str, str]              # what JSON must escape in each TEXT column
 
     @classmethod
     def load(cls, cursor: duckdb.DuckDBPyConnection, columns_sql: str,
@@ -77,16 +82,21 @@ class CompanyColumns:
                                            technology_type))
         offsets = np.zeros(loaded + 1, dtype=np.int64)
         np.cumsum(np.concatenate(lengths) if lengths else [], out=offsets[1:])
+        whole = {name: _concat(parts, reader.schema.field(name).type)
+                 for name, parts in text.items()}
         return cls(
-            text={name: _concat(parts, reader.schema.field(name).type)
-                  for name, parts in text.items()},
+            text=whole,
             numbers={name: _concat(parts, reader.schema.field(name).type)
                      for name, parts in numbers.items()},
             codes=np.concatenate(codes) if codes else np.zeros((0, len(FEW_VALUES)), few_type),
             vocabulary=vocabulary,
             technology_offsets=offsets,
             technology_codes=(np.concatenate(technology_codes) if technology_codes
-                              else np.zeros(0, technology_type)))
+                              else np.zeros(0, technology_type)),
+            vocabulary_json={name: pa.array([json_string(v) for v in values.to_pylist()],
+                                            pa.string())
+                             for name, values in vocabulary.items()},
+            escaping={name: escaping_of(values) for name, values in whole.items()})
 
     def take(self, positions: pa.Array, plain: bool) -> dict[str, pa.Array]:
         """The record columns of the companies at `positions`: text, or (plain=False)
@@ -101,7 +111,37 @@ class CompanyColumns:
         columns.update({name: values.take(positions) for name, values in self.numbers.items()})
         return columns
 
+    def json(self, positions: pa.Array) -> pa.Array:
+        """The records of the companies at `positions` as JSON text, byte for byte those of
+        the records store (json_text), with the fields in the order of SPEC 3.4."""
+        chosen = positions.to_numpy(zero_copy_only=False)
+        text = {name: json_strings(values.take(positions), self.escaping[name])
+                for name, values in self.text.items()}
+        coded = np.take(self.codes, chosen, axis=0)
+        few = {name: pc.fill_null(self.vocabulary_json[name].take(_indices(coded[:, index])),
+                                  "null")
+               for index, name in enumerate(FEW_VALUES)}
+        offsets, codes = self._technology_codes(chosen)
+        items = pa.ListArray.from_arrays(
+            offsets, self.vocabulary_json["technologies"].take(_indices(codes)))
+        employees = self.numbers["employee_count"].take(positions)
+        return pc.binary_join_element_wise(
+            '{"id":', text["id"], ',"name":', text["name"], ',"domain":', text["domain"],
+            ',"tld":', few["tld"], ',"industry":', few["industry"],
+            ',"function":', few["function"], ',"location":{"city":', few["city"],
+            ',"state":', few["state"], ',"country":', few["country"],
+            '},"technologies":[', pc.binary_join(items, ","),
+            '],"employee_count":', pc.fill_null(pc.cast(employees, pa.string()), "null"),
+            ',"created_at":"', iso_text(self.numbers["created_at"].take(positions)), '"}', "")
+
     def _technologies(self, chosen: np.ndarray, plain: bool) -> pa.ListArray:
+        offsets, codes = self._technology_codes(chosen)
+        return pa.ListArray.from_arrays(
+            offsets, self._decode(codes, self.vocabulary["technologies"], plain))
+
+    def _technology_codes(self, chosen: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+        """The technologies lists of the companies `chosen`: their offsets, and the codes of
+        their items one after another."""
         starts = self.technology_offsets[chosen]
         lengths = self.technology_offsets[chosen + 1] - starts
         offsets = np.zeros(len(chosen) + 1, dtype=np.int32)
@@ -109,16 +149,18 @@ class CompanyColumns:
         # item k of the result is item k - offsets[i] + starts[i] of all items, i its list
         items = np.arange(int(offsets[-1]), dtype=np.int64) + np.repeat(
             starts - offsets[:-1], lengths)
-        codes = np.take(self.technology_codes, items)
-        values = self._decode(codes, self.vocabulary["technologies"], plain)
-        return pa.ListArray.from_arrays(pa.array(offsets), values)
+        return pa.array(offsets), np.take(self.technology_codes, items)
 
     @staticmethod
     def _decode(codes: np.ndarray, vocabulary: pa.Array, plain: bool) -> pa.Array:
-        indices = pa.array(codes, mask=codes == MISSING)
+        indices = _indices(codes)
         if plain:
             return vocabulary.take(indices)
         return pa.DictionaryArray.from_arrays(indices, vocabulary)
+
+
+def _indices(codes: np.ndarray) -> pa.Array:
+    return pa.array(codes, mask=codes == MISSING)
 
 
 def _distinct(cursor: duckdb.DuckDBPyConnection, sql: str) -> pa.Array:

@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 from .company_columns import CompanyColumns
 from .compiler import companies_count, companies_where, contacts_count, contacts_where
 from .export_formats import MEDIA_TYPES, Encoded, FormatEncoder, encoder_for
+from .json_text import iso_text
 from .memory import give_back_memory
 from .search_requests import CompanyExport, ContactExport
 
@@ -45,14 +46,13 @@ __all__ = ["MEDIA_TYPES", "ExportSource", "ExportStream", "compile_export_query"
 
 WINDOW = 32 * 1024           # positions per window: one DuckDB query, one encoded chunk out
 # Per format, a window is WINDOW times this many positions, and so many are kept ahead (being
-# built or waiting to be sent). Text windows are large (450-770 bytes a record), so fewer are
-# in memory; an NDJSON window costs mostly DuckDB joining it to every company's record, the
-# same for any size, so its windows are larger.
-WINDOW_SCALE = {"arrow": 1.0, "parquet": 1.0, "csv": 0.5, "ndjson": 1.5}
+# built or waiting to be sent). Text windows are large (450-770 bytes a record), so they hold
+# fewer records, and NDJSON keeps fewer of them ahead.
+WINDOW_SCALE = {"arrow": 1.0, "parquet": 1.0, "csv": 0.5, "ndjson": 0.5}
 WINDOWS_AHEAD = {"arrow": 3, "parquet": 3, "csv": 3, "ndjson": 2}
 EXPORT_WORKERS = 2           # threads reading, shaping and encoding windows
 CHUNK_BYTES = 8 << 20        # bytes handed to the HTTP layer at a time, at most
-EXPORT_MEMORY_LIMIT = "64MB"  # the export instance's memory, for every export at once
+EXPORT_MEMORY_LIMIT = "32MB"  # the export instance's memory, for every export at once
 EXPORT_QUERIES = 2           # window queries running at once, across all exports
 
 
@@ -116,11 +116,10 @@ CONTACT_COLUMNS = (
 )
 COMPANY_JSON = "company_record.record || chr(10) AS line"
 COMPANY_JSON_JOINS = "JOIN rec.company_record ON company_record.idx = company.idx"
-CONTACT_JSON = ("contact_record.head || ',\"company\":' || company_record.record || '}' "
-                "|| chr(10) AS line")
-CONTACT_JSON_JOINS = (
-    "JOIN rec.contact_record ON contact_record.cidx = contact.cidx "
-    "JOIN rec.company_record ON company_record.idx = contact_record.company_idx")
+# A contact's company record is put together in Arrow by position (CompanyColumns.json):
+# joining each window to the stored company records scanned all of them, 70 ms a window.
+CONTACT_JSON = "contact_record.head, contact_record.company_idx"
+CONTACT_JSON_JOINS = "JOIN rec.contact_record ON contact_record.cidx = contact.cidx"
 
 
 class ExportSource:
@@ -137,9 +136,9 @@ class ExportSource:
         self._lock = threading.Lock()
         self._companies: CompanyColumns | None = None
         self._companies_lock = threading.Lock()
-        # Each export has its workers, but the exports share one memory limit: a window's query
-        # takes up to ~60 MB (NDJSON's join), and four at once ran out. Two at a time keep
-        # both cores busy whatever the number of exports.
+        # Each export has its workers, but the exports share one instance and its memory
+        # limit: window queries take turns, two at a time, which keeps both cores busy
+        # whatever the number of exports and bounds the memory the queries hold.
         self.query_slots = threading.BoundedSemaphore(EXPORT_QUERIES)
 
     def acquire(self) -> None:
@@ -233,7 +232,7 @@ class ExportStream:
         """The format's encoder (for the schema of the records) and how many positions
         there are; the companies loaded before the answer starts, so a failure is an error."""
         query = self.query
-        if query.contacts and query.format != "ndjson":
+        if query.contacts:
             self.source.companies()
         cursor = self.source.cursor()
         try:
@@ -344,6 +343,10 @@ def shape(rows: pa.Table, query: ExportQuery, source: ExportSource) -> pa.Record
     they are; nested structs (Arrow, Parquet); or flat columns named by their path (CSV)."""
     columns = {name: rows.column(name).combine_chunks() for name in rows.column_names}
     if query.format == "ndjson":
+        if query.contacts:  # the contact's JSON, left open, and its company's
+            columns = {"line": pc.binary_join_element_wise(
+                columns["head"], ',"company":',
+                source.companies().json(columns["company_idx"]), "}\n", "")}
         return pa.RecordBatch.from_pydict(columns)
     plain = query.format == "csv"  # Arrow and Parquet write the dictionaries as they are
     if query.contacts:
@@ -404,14 +407,6 @@ def flatten(fields: dict[str, pa.Array], prefix: str = "") -> dict[str, pa.Array
         else:
             flat[prefix + name] = values
     return flat
-
-
-def iso_text(moments: pa.Array) -> pa.Array:
-    """'2024-01-02T03:04:05Z', with '.ffffff' only when there are microseconds (as in JSON)."""
-    text = pc.strftime(moments, format="%Y-%m-%dT%H:%M:%S")  # seconds carry 6 decimals
-    whole = pc.ends_with(text, ".000000")
-    text = pc.if_else(whole, pc.utf8_slice_codeunits(text, 0, -7), text)
-    return pc.binary_join_element_wise(text, pa.scalar("Z"), "")
 
 
 def struct(fields: dict[str, pa.Array]) -> pa.StructArray:

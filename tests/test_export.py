@@ -229,3 +229,48 @@ def test_companies_gathered_by_position_are_the_companies_at_those_positions(ser
         pa.string() if pa.types.is_dictionary(values.type) else values.type)
         for name, values in gathered.items()}).to_pylist()
     assert got == [every[position] for position in positions]
+
+
+AWKWARD = {  # company text that JSON must escape, without and with control characters
+    "escaped": ['Quote "Q" Ltd', "Back\\slash & Søn", "Émile 😀 /co", "plain"],
+    "control": ["Tab\there", "Bell\x07Co", "Esc\x1bX\x1fY", "new\nline"],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(AWKWARD))
+def test_ndjson_lines_are_the_records_store_byte_for_byte(tmp_path, kind):
+    """A contact's company record is put together in Arrow (CompanyColumns.json): each line is
+    exactly the stored contact record joined to the stored company record, as the searches
+    serve them, whatever the text holds (in unique and in few-valued columns)."""
+    import duckdb
+    import pyarrow.parquet as pq
+
+    from service.refresh import refresh
+    from tests.fixture_drop import write_fixture_drop
+
+    drop = tmp_path / "drop"
+    write_fixture_drop(drop, companies=40, contacts=300)
+    companies = pq.read_table(drop / "companies.parquet").to_pylist()
+    texts = AWKWARD[kind]
+    for i, company in enumerate(companies):
+        company["name"] = f"{texts[i % len(texts)]} {i}"
+        company["city"] = texts[(i + 1) % len(texts)]
+        company["technologies"] = [texts[i % len(texts)], "React"]
+    pq.write_table(pa.Table.from_pylist(companies, pq.read_schema(drop / "companies.parquet")),
+                   drop / "companies.parquet")
+    store = SnapshotStore(tmp_path / "data")
+    refresh(store, drop)
+    path = store.path_of(store.current_version())
+    stream = ExportStream(ExportSource(path), compile_export_query(ContactExport()))
+    try:
+        text = b"".join(bytes(chunk) for chunk in iter(stream.next_chunk, None)).decode()
+    finally:
+        stream.close()
+        stream.executor.shutdown(wait=True)
+    with duckdb.connect(str(path / "records.duckdb"), read_only=True) as records:
+        stored = [line for (line,) in records.sql(
+            "SELECT head || ',\"company\":' || record || '}' FROM contact_record "
+            "JOIN company_record ON company_record.idx = contact_record.company_idx "
+            "ORDER BY cidx").fetchall()]
+    assert text.splitlines() == stored and len(stored) == 300
+    assert (r"Esc\u001BX\u001FY" if kind == "control" else r'Quote \"Q\" Ltd') in text
