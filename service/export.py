@@ -63,6 +63,7 @@ class ExportQuery:
     window_sql: str           # params: *params, window start, window end[, rows wanted at most]
     params: list[Any]
     limited: bool             # whether window_sql takes the last parameter
+    streamed: bool            # run once over every position (no join), read in windows
     count_sql: str
     count_params: list[Any]
     limit: int | None
@@ -95,7 +96,8 @@ def compile_export_query(request: ContactExport | CompanyExport) -> ExportQuery:
                                                                      request.limit]
     return ExportQuery(
         contacts=contacts, format=request.format, window_sql=window, params=where.params,
-        limited=limited, count_sql=count_sql, count_params=count_params, limit=request.limit)
+        limited=limited, streamed=request.format != "ndjson", count_sql=count_sql,
+        count_params=count_params, limit=request.limit)
 
 
 # Columns read from DuckDB. A contacts window carries company_idx; its company is gathered in
@@ -199,9 +201,14 @@ class ExportStream:
     """One export in progress: call `next_chunk` until it returns None, then `close`.
 
     The chunks are the format's head, each window's records encoded (in id order), then the
-    format's end. Windows are read, shaped and encoded on worker threads, WINDOWS_AHEAD at
-    most at a time; `close` (also on a client that went away) cancels the windows not begun
-    and interrupts the queries running.
+    format's end. Windows are shaped and encoded on worker threads, WINDOWS_AHEAD at most at a
+    time; `close` (also on a client that went away) cancels the windows not begun and
+    interrupts the queries running.
+
+    How windows are read depends on the query (`ExportQuery.streamed`): a single-table query
+    runs once over every position and is read a window at a time, in order, on a thread of
+    its own (`_read`); a query with a join (NDJSON's) runs once per window of positions, on
+    the workers (`_window`), so that no join ever holds more than a window.
     """
 
     def __init__(self, source: ExportSource, query: ExportQuery):
@@ -213,19 +220,25 @@ class ExportStream:
         self.active: set[Future[Encoded | None]] = set()  # submitted and not done
         self.running: set[duckdb.DuckDBPyConnection] = set()
         self.closed = False
+        self.window = max(1, int(WINDOW * WINDOW_SCALE[query.format]))
+        self.ahead = WINDOWS_AHEAD[query.format]
+        self.batches: pa.RecordBatchReader | None = None  # a streamed query's windows
+        self.exhausted = False  # the streamed query has given its last window
         source.acquire()
         try:
             self.encoder, positions = self._begin()
+            if query.streamed:
+                self.batches = self._open(positions)
         except BaseException:
+            self._close_cursors()
             source.release()
             raise
         self.head: bytes | None = self.encoder.head()
-        self.window = max(1, int(WINDOW * WINDOW_SCALE[query.format]))
-        self.ahead = WINDOWS_AHEAD[query.format]
-        self.windows = iter(range(0, positions, self.window))
+        self.windows = iter(() if query.streamed else range(0, positions, self.window))
         self.out = pa.py_buffer(b"")  # what is left to send of the window in hand
         self.executor = ThreadPoolExecutor(max_workers=EXPORT_WORKERS,
                                            thread_name_prefix="export")
+        self.reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-read")
         self._fill()
 
     def _begin(self) -> tuple[FormatEncoder, int]:
@@ -244,6 +257,15 @@ class ExportStream:
             cursor.close()
         return encoder_for(query.format, shape(empty.drop_columns(["_pos"]), query,
                                                self.source)), positions
+
+    def _open(self, positions: int) -> pa.RecordBatchReader:
+        """A streamed query, run once over every position, to be read a window at a time."""
+        query = self.query
+        cursor = self.source.cursor()
+        self.running.add(cursor)
+        return cursor.sql(query.window_sql, params=[
+            *query.params, 0, positions, *([query.limit] if query.limited else [])]
+        ).to_arrow_reader(self.window)
 
     def next_chunk(self) -> bytes | memoryview | None:
         if self.head is not None:
@@ -288,25 +310,57 @@ class ExportStream:
 
     def _finish(self) -> None:
         wait(list(self.active))  # the windows still running, interrupted
+        self.reader.shutdown(wait=True)
+        self._close_cursors()
         self.source.release()
         give_back_memory()
 
+    def _close_cursors(self) -> None:
+        for cursor in list(self.running):
+            self.running.discard(cursor)
+            cursor.close()
+
     def _fill(self) -> None:
         while not self.closed and len(self.pending) < self.ahead:
-            start = next(self.windows, None)
-            if start is None:
-                return
-            future = self.executor.submit(self._window, start)
+            if self.batches is not None:
+                if self.exhausted:
+                    return
+                # Reads run one at a time on the reader, in the order they were asked for.
+                future = self.executor.submit(self._batch, self.reader.submit(self._read))
+            else:
+                start = next(self.windows, None)
+                if start is None:
+                    return
+                future = self.executor.submit(self._window, start)
             self.active.add(future)
             future.add_done_callback(self.active.discard)
             self.pending.append(future)
 
     def _stop(self) -> None:
         self.windows = iter(())
+        self.exhausted = True
         while self.pending:
             self.pending.pop().cancel()
         for cursor in list(self.running):
             cursor.interrupt()
+
+    def _read(self) -> pa.RecordBatch | None:
+        """On the reader thread: the streamed query's next window, or None after its last."""
+        if self.exhausted or self.closed:
+            return None
+        with self.source.query_slots:
+            try:
+                return self.batches.read_next_batch()
+            except StopIteration:
+                self.exhausted = True
+                return None
+
+    def _batch(self, read: Future[pa.RecordBatch | None]) -> Encoded | None:
+        """On a worker thread: one window of a streamed query, once read, shaped and encoded."""
+        batch = read.result()
+        if batch is None or self.closed:
+            return None
+        return self._encode(pa.Table.from_batches([batch]))
 
     def _window(self, start: int) -> Encoded | None:
         """On a worker thread: one window read, shaped and encoded."""
@@ -324,13 +378,17 @@ class ExportStream:
             finally:
                 self.running.discard(cursor)
                 cursor.close()
+        # A join may not keep the scan's order; a window is put back in order by position.
         positions = rows.column("_pos")
         if len(positions) > 1 and not pc.all(pc.less(positions.slice(0, len(positions) - 1),
                                                      positions.slice(1))).as_py():
             rows = rows.sort_by("_pos")
-        batch = shape(rows.drop_columns(["_pos"]), query, self.source)
+        return self._encode(rows)
+
+    def _encode(self, rows: pa.Table) -> Encoded:
+        batch = shape(rows.drop_columns(["_pos"]), self.query, self.source)
         encoded = self.encoder.encode(batch)
-        if query.limit is not None:
+        if self.query.limit is not None:
             encoded.batch = batch  # the last window wanted is cut from it
         return encoded
 
