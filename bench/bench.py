@@ -102,6 +102,7 @@ def main() -> int:
         report(service, baseline, rps, cold)
         if not args.no_export:
             exports(server, contacts)
+            searches_during_export(server, service)
         peak = server.peak_memory_gib()
         print(f"\nserver peak memory (VmHWM): {peak:.2f} GiB")
         verdict("server peak memory", peak <= TARGETS["memory_gib"],
@@ -297,6 +298,31 @@ def exports(server: Server, contacts: int) -> None:
             verdict(f"export {fmt} throughput", rate >= target,
                     f"{rate:,.0f} rows/s >= {target:,}")
             verdict(f"export {fmt} memory", peak[0] < 1.0, f"{peak[0]:.2f} GiB < 1 GiB")
+
+
+def searches_during_export(server: Server, idle: dict[str, list[float]]) -> None:
+    """The search mix, one client, while another client exports every contact as Parquet:
+    an export shares the server (its queries take turns with the searches' worker threads)."""
+    time.sleep(1)
+    export = subprocess.Popen(
+        ["curl", "-sS", "--fail", "-o", "/dev/null", "-H", f"Authorization: Bearer {server.key}",
+         "-H", "Content-Type: application/json", "--data", '{"format": "parquet"}',
+         f"{server.base}/v1/contacts/export"], stderr=subprocess.PIPE)
+    timings: list[float] = []
+    with server.client() as client:
+        while export.poll() is None:
+            for name, endpoint, fields, _ in MIX:
+                started = time.perf_counter()
+                check(client.post(f"/v1/{endpoint}/search", json=fields), name)
+                timings.append((time.perf_counter() - started) * 1000)
+    if export.returncode != 0:
+        raise SystemExit(f"bench: export during searches failed: {export.stderr.read()!r}")
+    during = sorted(timings)
+    alone = sorted(t for values in idle.values() for t in values)
+    print(f"\nsearches while a Parquet export of every contact runs (n={len(during)}, all "
+          f"answered): p50 {percentile(during, 50):.1f} ms, p95 {percentile(during, 95):.1f} ms"
+          f" (without an export: p50 {percentile(alone, 50):.1f} ms, "
+          f"p95 {percentile(alone, 95):.1f} ms)")
 
 
 def sample_peak(server: Server, peak: list[float], stop: threading.Event) -> None:

@@ -3,18 +3,21 @@
 An export walks the records' positions (`cidx` of contact, `idx` of company: the rank of the
 id) in windows of WINDOW positions, so memory holds a few windows whatever the result's size:
 
-* DuckDB reads each window's matching rows from one table, with no join (NDJSON instead takes
-  the records store's JSON text, which is already the record of SPEC 3.4);
+* DuckDB reads the matching rows from one table, with no join: for Arrow, Parquet and CSV one
+  query read a window at a time, for NDJSON one query per window, which joins the records
+  store's JSON text (each contact's record of SPEC 3.4 without its company);
 * a contact's company is gathered by position from the companies held in memory
   (company_columns), several times faster than a DuckDB join that rebuilds its hash table of
-  a million companies for every window (README, Exports);
-* the record shape (nested structs, or flat columns for CSV) is assembled in Arrow, and the
-  format's encoder (export_formats) turns it into bytes; nothing loops over rows in Python.
+  a million companies for every window (README, Exports); NDJSON takes the company's JSON
+  text put together the same way;
+* the record shape (nested structs, flat columns for CSV, JSON lines) is assembled in Arrow,
+  and the format's encoder (export_formats) turns it into bytes; nothing loops over rows in
+  Python.
 
-Windows are read, shaped and encoded ahead on two worker threads (DuckDB, `take` and the
-writers release the GIL); the stream only puts the encoded windows in order. The end marker
-(Parquet footer, Arrow end-of-stream) is written only after the last window, so a stream
-that breaks off never looks whole.
+Windows are shaped and encoded ahead on two worker threads (DuckDB, `take` and the writers
+release the GIL); the stream only puts the encoded windows in order. The end marker (Parquet
+footer, Arrow end-of-stream) is written only after the last window, so a stream that breaks
+off never looks whole.
 
 Exports read through a DuckDB instance of their own (ExportSource) with a small buffer pool:
 a full scan neither evicts the blocks the searches keep cached nor grows the server's memory.

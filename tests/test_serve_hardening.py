@@ -210,6 +210,11 @@ def test_a_key_runs_at_most_two_exports_at_once(served):
         for thread in threads:
             thread.join(timeout=30)
         assert sorted(statuses) == [200, 200, 429, 429]
+        # Searches keep answering while the two exports are open (their windows built ahead
+        # and waiting for the unread connections).
+        search = httpx.post(f"{server.base}/v1/contacts/search", headers=headers,
+                            json={"seniorities": ["VP"]}, timeout=10)
+        assert search.status_code == 200 and search.json()["data"]
         refused = next(answer for _, answer in opened if answer.status_code == 429)
         refused.read()
         assert refused.json()["errors"][0]["id"] == "rate_limited"
