@@ -26,6 +26,7 @@ a full scan neither evicts the blocks the searches keep cached nor grows the ser
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -57,6 +58,7 @@ EXPORT_WORKERS = 2           # threads reading, shaping and encoding windows
 CHUNK_BYTES = 8 << 20        # bytes handed to the HTTP layer at a time, at most
 EXPORT_MEMORY_LIMIT = "32MB"  # the export instance's memory, for every export at once
 EXPORT_QUERIES = 2           # window queries running at once, across all exports
+EXPORT_NICE = 10             # the export threads' scheduling priority, below the searches'
 
 
 @dataclass(frozen=True)
@@ -240,8 +242,10 @@ class ExportStream:
         self.windows = iter(() if query.streamed else range(0, positions, self.window))
         self.out = pa.py_buffer(b"")  # what is left to send of the window in hand
         self.executor = ThreadPoolExecutor(max_workers=EXPORT_WORKERS,
-                                           thread_name_prefix="export")
-        self.reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-read")
+                                           thread_name_prefix="export",
+                                           initializer=yield_to_searches)
+        self.reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-read",
+                                         initializer=yield_to_searches)
         self._fill()
 
     def _begin(self) -> tuple[FormatEncoder, int]:
@@ -394,6 +398,16 @@ class ExportStream:
         if self.query.limit is not None:
             encoded.batch = batch  # the last window wanted is cut from it
         return encoded
+
+
+def yield_to_searches() -> None:
+    """Run the calling thread (an export's) at a lower priority than the rest of the server:
+    an export takes whatever CPU the searches leave, and a search does not wait behind it
+    (README, Exports). Linux schedules threads one by one; elsewhere this changes nothing."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), EXPORT_NICE)
+    except (AttributeError, OSError):
+        pass
 
 
 # --- record shapes, in Arrow -------------------------------------------------------------------

@@ -277,3 +277,28 @@ def test_ndjson_lines_are_the_records_store_byte_for_byte(tmp_path, kind):
             "ORDER BY cidx").fetchall()]
     assert text.splitlines() == stored and len(stored) == 300
     assert (r"Esc\u001BX\u001FY" if kind == "control" else r'Quote \"Q\" Ltd') in text
+
+
+def test_export_threads_run_below_the_searches_priority(served):
+    """An export's threads (workers and reader) yield the CPU to the searches: their nice
+    value is EXPORT_NICE above the server's, and the server's own threads keep theirs."""
+    import os
+    import threading
+
+    from service.export import EXPORT_NICE
+
+    def priority() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    settings, _ = served
+    store = SnapshotStore(settings.data_dir)
+    stream = ExportStream(ExportSource(store.path_of(store.current_version())),
+                          compile_export_query(ContactExport(format="arrow")))
+    try:
+        expected = min(19, priority() + EXPORT_NICE)
+        assert stream.executor.submit(priority).result() == expected
+        assert stream.reader.submit(priority).result() == expected
+        assert priority() == expected - EXPORT_NICE or expected == 19
+    finally:
+        stream.close()
+        stream.executor.shutdown(wait=True)
