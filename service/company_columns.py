@@ -18,6 +18,7 @@ Parquet, CSV); `json` as the records' JSON text (NDJSON).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import duckdb
 import numpy as np
@@ -40,8 +41,6 @@ class CompanyColumns:
     vocabulary: dict[str, pa.Array]    # FEW_VALUES and "technologies"
     technology_offsets: np.ndarray     # company i's technologies: codes[offsets[i]:offsets[i+1]]
     technology_codes: np.ndarray
-    vocabulary_json: dict[str, pa.Array]  # each vocabulary entry as JSON text
-    escaping: dict[str, str]              # what JSON must escape in each TEXT column
 
     @classmethod
     def load(cls, cursor: duckdb.DuckDBPyConnection, columns_sql: str,
@@ -82,21 +81,16 @@ class CompanyColumns:
                                            technology_type))
         offsets = np.zeros(loaded + 1, dtype=np.int64)
         np.cumsum(np.concatenate(lengths) if lengths else [], out=offsets[1:])
-        whole = {name: _concat(parts, reader.schema.field(name).type)
-                 for name, parts in text.items()}
         return cls(
-            text=whole,
+            text={name: _concat(parts, reader.schema.field(name).type)
+                  for name, parts in text.items()},
             numbers={name: _concat(parts, reader.schema.field(name).type)
                      for name, parts in numbers.items()},
             codes=np.concatenate(codes) if codes else np.zeros((0, len(FEW_VALUES)), few_type),
             vocabulary=vocabulary,
             technology_offsets=offsets,
             technology_codes=(np.concatenate(technology_codes) if technology_codes
-                              else np.zeros(0, technology_type)),
-            vocabulary_json={name: pa.array([json_string(v) for v in values.to_pylist()],
-                                            pa.string())
-                             for name, values in vocabulary.items()},
-            escaping={name: escaping_of(values) for name, values in whole.items()})
+                              else np.zeros(0, technology_type)))
 
     def take(self, positions: pa.Array, plain: bool) -> dict[str, pa.Array]:
         """The record columns of the companies at `positions`: text, or (plain=False)
@@ -113,35 +107,42 @@ class CompanyColumns:
 
     def json(self, positions: pa.Array) -> pa.Array:
         """The records of the companies at `positions` as JSON text, byte for byte those of
-        the records store (json_text), with the fields in the order of SPEC 3.4."""
-        chosen = positions.to_numpy(zero_copy_only=False)
-        text = {name: json_strings(values.take(positions), self.escaping[name])
-                for name, values in self.text.items()}
-        coded = np.take(self.codes, chosen, axis=0)
-        few = {name: pc.fill_null(self.vocabulary_json[name].take(_indices(coded[:, index])),
-                                  "null")
-               for index, name in enumerate(FEW_VALUES)}
-        offsets, codes = self._technology_codes(chosen)
-        items = pa.ListArray.from_arrays(
-            offsets, self.vocabulary_json["technologies"].take(_indices(codes)))
-        employees = self.numbers["employee_count"].take(positions)
+        the records store (json_text), with the fields in the order of SPEC 3.4: the columns
+        of `take`, each value rendered as JSON."""
+        columns = self.take(positions, plain=False)
+        text = {name: json_strings(columns[name], self.escaping[name]) for name in TEXT}
+        few = {name: self._json_of(columns[name], name) for name in FEW_VALUES}
+        technologies = columns["technologies"]
+        items = pa.ListArray.from_arrays(technologies.offsets,
+                                         self._json_of(technologies.values, "technologies"))
         return pc.binary_join_element_wise(
             '{"id":', text["id"], ',"name":', text["name"], ',"domain":', text["domain"],
             ',"tld":', few["tld"], ',"industry":', few["industry"],
             ',"function":', few["function"], ',"location":{"city":', few["city"],
             ',"state":', few["state"], ',"country":', few["country"],
             '},"technologies":[', pc.binary_join(items, ","),
-            '],"employee_count":', pc.fill_null(pc.cast(employees, pa.string()), "null"),
-            ',"created_at":"', iso_text(self.numbers["created_at"].take(positions)), '"}', "")
+            '],"employee_count":',
+            pc.fill_null(pc.cast(columns["employee_count"], pa.string()), "null"),
+            ',"created_at":"', iso_text(columns["created_at"]), '"}', "")
+
+    # The JSON forms are made on the first NDJSON export, not when the companies are loaded:
+    # finding what each text column must escape reads all of it (0.3 s at 1M companies).
+    @cached_property
+    def escaping(self) -> dict[str, str]:
+        """What JSON must escape in each TEXT column (json_text.escaping_of)."""
+        return {name: escaping_of(values) for name, values in self.text.items()}
+
+    @cached_property
+    def vocabulary_json(self) -> dict[str, pa.Array]:
+        """Each vocabulary entry as JSON text."""
+        return {name: pa.array([json_string(value) for value in values.to_pylist()],
+                               pa.string())
+                for name, values in self.vocabulary.items()}
+
+    def _json_of(self, coded: pa.DictionaryArray, name: str) -> pa.Array:
+        return pc.fill_null(self.vocabulary_json[name].take(coded.indices), "null")
 
     def _technologies(self, chosen: np.ndarray, plain: bool) -> pa.ListArray:
-        offsets, codes = self._technology_codes(chosen)
-        return pa.ListArray.from_arrays(
-            offsets, self._decode(codes, self.vocabulary["technologies"], plain))
-
-    def _technology_codes(self, chosen: np.ndarray) -> tuple[pa.Array, np.ndarray]:
-        """The technologies lists of the companies `chosen`: their offsets, and the codes of
-        their items one after another."""
         starts = self.technology_offsets[chosen]
         lengths = self.technology_offsets[chosen + 1] - starts
         offsets = np.zeros(len(chosen) + 1, dtype=np.int32)
@@ -149,18 +150,16 @@ class CompanyColumns:
         # item k of the result is item k - offsets[i] + starts[i] of all items, i its list
         items = np.arange(int(offsets[-1]), dtype=np.int64) + np.repeat(
             starts - offsets[:-1], lengths)
-        return pa.array(offsets), np.take(self.technology_codes, items)
+        codes = np.take(self.technology_codes, items)
+        return pa.ListArray.from_arrays(
+            pa.array(offsets), self._decode(codes, self.vocabulary["technologies"], plain))
 
     @staticmethod
     def _decode(codes: np.ndarray, vocabulary: pa.Array, plain: bool) -> pa.Array:
-        indices = _indices(codes)
+        indices = pa.array(codes, mask=codes == MISSING)
         if plain:
             return vocabulary.take(indices)
         return pa.DictionaryArray.from_arrays(indices, vocabulary)
-
-
-def _indices(codes: np.ndarray) -> pa.Array:
-    return pa.array(codes, mask=codes == MISSING)
 
 
 def _distinct(cursor: duckdb.DuckDBPyConnection, sql: str) -> pa.Array:
