@@ -307,13 +307,15 @@ class ExportStream:
         chunk, self.out = self.out.slice(0, size), self.out.slice(size)
         return memoryview(chunk)
 
-    def close(self) -> None:
-        if self.closed:
-            return
-        self._stop()
-        self.closed = True
-        self.executor.submit(self._finish)  # on a worker, not on the caller's thread
-        self.executor.shutdown(wait=False)
+    def close(self, wait: bool = False) -> None:
+        """Stop the export; the rest (the windows running, the cursors, the source) is
+        finished on a worker, which `wait` waits for (the server does not: a client that went
+        away must not hold up the event loop)."""
+        if not self.closed:
+            self._stop()
+            self.closed = True
+            self.executor.submit(self._finish)  # on a worker, not on the caller's thread
+        self.executor.shutdown(wait=wait)
 
     def _finish(self) -> None:
         wait(list(self.active))  # the windows still running, interrupted
@@ -547,8 +549,7 @@ def export_to_file(
         partial.replace(out)
     finally:
         if stream is not None:
-            stream.close()
-            stream.executor.shutdown(wait=True)
+            stream.close(wait=True)
         partial.unlink(missing_ok=True)
         source.release()
         source.close()

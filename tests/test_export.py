@@ -31,6 +31,12 @@ def all_pages(client, path: str, filters: dict) -> list[dict]:
         page += 1
 
 
+def served_export_source(served) -> ExportSource:
+    settings, _ = served
+    store = SnapshotStore(settings.data_dir)
+    return ExportSource(store.path_of(store.current_version()))
+
+
 def flatten(record: dict, prefix: str = "") -> dict:
     flat = {}
     for key, value in record.items():
@@ -188,9 +194,7 @@ def test_closing_an_export_starts_no_more_windows(served, monkeypatch, fmt, read
     windows not begun are dropped, the reads stop and the export's cursors close. Arrow's
     query is streamed (read window by window on the reader), NDJSON's runs per window."""
     monkeypatch.setattr("service.export.WINDOW", 13)
-    settings, _ = served
-    store = SnapshotStore(settings.data_dir)
-    source = ExportSource(store.path_of(store.current_version()))
+    source = served_export_source(served)
     started = []
     original = getattr(ExportStream, reads)
     monkeypatch.setattr(ExportStream, reads,
@@ -201,9 +205,7 @@ def test_closing_an_export_starts_no_more_windows(served, monkeypatch, fmt, read
         assert len(stream.next_chunk()) > 0  # the first window's records
         stream.close()
     finally:
-        stream.close()
-        stream.executor.shutdown(wait=True)
-        stream.reader.shutdown(wait=True)
+        stream.close(wait=True)
     assert source._connection is None  # the export's DuckDB instance closed with its last use
     assert stream.rows == 13 // (2 if fmt == "ndjson" else 1)
     assert 1 <= len(started) <= 1 + 4  # the window sent and those built ahead, of about 90
@@ -212,9 +214,7 @@ def test_closing_an_export_starts_no_more_windows(served, monkeypatch, fmt, read
 
 @pytest.mark.parametrize("plain", [True, False])
 def test_companies_gathered_by_position_are_the_companies_at_those_positions(served, plain):
-    settings, _ = served
-    store = SnapshotStore(settings.data_dir)
-    source = ExportSource(store.path_of(store.current_version()))
+    source = served_export_source(served)
     source.acquire()
     try:
         cursor = source.cursor()
@@ -268,8 +268,7 @@ def test_ndjson_lines_are_the_records_store_byte_for_byte(tmp_path, kind):
     try:
         text = b"".join(bytes(chunk) for chunk in iter(stream.next_chunk, None)).decode()
     finally:
-        stream.close()
-        stream.executor.shutdown(wait=True)
+        stream.close(wait=True)
     with duckdb.connect(str(path / "records.duckdb"), read_only=True) as records:
         stored = [line for (line,) in records.sql(
             "SELECT head || ',\"company\":' || record || '}' FROM contact_record "
@@ -290,9 +289,7 @@ def test_export_threads_run_below_the_searches_priority(served):
     def priority() -> int:
         return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
-    settings, _ = served
-    store = SnapshotStore(settings.data_dir)
-    stream = ExportStream(ExportSource(store.path_of(store.current_version())),
+    stream = ExportStream(served_export_source(served),
                           compile_export_query(ContactExport(format="arrow")))
     try:
         expected = min(19, priority() + EXPORT_NICE)
@@ -300,5 +297,4 @@ def test_export_threads_run_below_the_searches_priority(served):
         assert stream.reader.submit(priority).result() == expected
         assert priority() == expected - EXPORT_NICE or expected == 19
     finally:
-        stream.close()
-        stream.executor.shutdown(wait=True)
+        stream.close(wait=True)

@@ -346,8 +346,7 @@ def test_many_exports_at_once_stay_within_the_export_memory(bigger_data):
             stream = ExportStream(source, compile_export_query(requests[number]))
             while stream.next_chunk() is not None:
                 pass
-            stream.close()
-            stream.executor.shutdown(wait=True)
+            stream.close(wait=True)
             rows[number] = stream.rows
         except Exception as error:  # noqa: BLE001 - the test reports what failed
             errors.append(f"{type(error).__name__}: {error}")
