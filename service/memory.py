@@ -28,7 +28,6 @@ def give_back_memory() -> None:
         _malloc_trim(0)
 
 
-
 def use_jemalloc() -> None:
     """Arrow's allocations from jemalloc instead of pyarrow's default, mimalloc: exports run
     as fast, and their peak is 0.05-0.1 GiB lower (mimalloc keeps more freed pages while an
