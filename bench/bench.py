@@ -278,9 +278,7 @@ def exports(server: Server, contacts: int) -> None:
         sampler.start()
         started = time.perf_counter()
         fetched = subprocess.run(
-            ["curl", "-sS", "--fail", "-o", "/dev/null", "-D", "-", "-w", "%{size_download}\n",
-             "-H", f"Authorization: Bearer {server.key}", "-H", "Content-Type: application/json",
-             "--data", f'{{"format": "{fmt}"}}', f"{server.base}/v1/contacts/export"],
+            curl_export(server, fmt, "-D", "-", "-w", "%{size_download}\n"),
             capture_output=True, text=True)
         elapsed = time.perf_counter() - started
         stop.set()
@@ -300,14 +298,18 @@ def exports(server: Server, contacts: int) -> None:
             verdict(f"export {fmt} memory", peak[0] < 1.0, f"{peak[0]:.2f} GiB < 1 GiB")
 
 
+def curl_export(server: Server, fmt: str, *options: str) -> list[str]:
+    """curl exporting every contact in `fmt` into /dev/null, with `options` of its own."""
+    return ["curl", "-sS", "--fail", "-o", "/dev/null", *options,
+            "-H", f"Authorization: Bearer {server.key}", "-H", "Content-Type: application/json",
+            "--data", f'{{"format": "{fmt}"}}', f"{server.base}/v1/contacts/export"]
+
+
 def searches_during_export(server: Server, idle: dict[str, list[float]]) -> None:
     """The search mix, one client, while another client exports every contact as Parquet:
-    an export shares the server (its queries take turns with the searches' worker threads)."""
+    an export shares the server (its threads run below the searches' priority)."""
     time.sleep(1)
-    export = subprocess.Popen(
-        ["curl", "-sS", "--fail", "-o", "/dev/null", "-H", f"Authorization: Bearer {server.key}",
-         "-H", "Content-Type: application/json", "--data", '{"format": "parquet"}',
-         f"{server.base}/v1/contacts/export"], stderr=subprocess.PIPE)
+    export = subprocess.Popen(curl_export(server, "parquet"), stderr=subprocess.PIPE)
     timings: list[float] = []
     with server.client() as client:
         while export.poll() is None:
