@@ -1,7 +1,9 @@
-"""The HTTP API: Litestar routes, the key gate in front of them, and one error layer.
+"""The HTTP API: Litestar routes, the gate in front of them, and one error layer.
 
-Request flow: KeyGate (401 for any /v1 request without a valid key, before routing, so nothing
-is revealed to a caller without a key) -> Litestar routing (404/405) -> handler: parse and
+Request flow: CanonicalPath (the one path every later layer reads) -> AccessLog -> KeyGate (401
+for any /v1 request without a valid key, before routing, so nothing is revealed to a caller
+without a key) -> MethodPolicy (HEAD, OPTIONS, Allow) -> Litestar routing (404/405) -> the
+`key_required` guard -> handler: parse and
 validate the request into a Struct -> compile -> run on a worker thread against the snapshot
 the request started with -> msgspec-encoded envelope. Every exception on the way becomes an
 envelope in `error_response`.
@@ -21,7 +23,7 @@ import duckdb
 from litestar import Litestar, Request, Response, get, post
 from litestar.exceptions import HTTPException
 from litestar.response.streaming import ASGIStreamingResponse
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import ASGIApp, Send
 
 from .access_log import AccessLog, note_rows
 from .accounts import Accounts
@@ -38,14 +40,21 @@ from .config import Settings
 from .envelope import (
     ERROR_STATUS,
     ApiError,
-    ErrorObject,
     error_body,
     problem,
     records_body,
     success_body,
 )
 from .export import MEDIA_TYPES, ExportStream, compile_export_query
-from .guard import FailedAuths
+from .gate import (
+    API_KEY,
+    CanonicalPath,
+    KeyGate,
+    MethodPolicy,
+    allowed_methods,
+    key_required,
+    method_not_allowed,
+)
 from .openapi import openapi_document, swagger_page
 from .ratelimit import TokenBuckets
 from .search_requests import (
@@ -79,6 +88,7 @@ def create_app(settings: Settings) -> ASGIApp:
         ],
         **web,
         exception_handlers={Exception: error_response},
+        guards=[key_required],
         request_max_body_size=MAX_BODY,
         openapi_config=None,
         on_shutdown=[lambda: snapshots.close()],
@@ -87,7 +97,8 @@ def create_app(settings: Settings) -> ASGIApp:
                "query_budget": settings.query_timeout_ms / 1000,
                "exports": {}},
     )
-    return AccessLog(OptionsNotAllowed(KeyGate(app, accounts, TokenBuckets(settings.rate_limit))))
+    gate = KeyGate(MethodPolicy(app, app), accounts, TokenBuckets(settings.rate_limit))
+    return CanonicalPath(AccessLog(gate))
 
 
 def duckdb_config(settings: Settings) -> dict[str, Any]:
@@ -199,7 +210,7 @@ async def companies_export(request: Request) -> ASGIApp:
 async def _export(request: Request, export: ContactExport | CompanyExport) -> ExportBody:
     snapshot = _snapshot(request)
     query = compile_export_query(export)
-    key_id = request.scope["state"]["api_key"].id
+    key_id = request.scope["state"][API_KEY].id
     running = request.app.state["exports"]
     if running.get(key_id, 0) >= MAX_EXPORTS_PER_KEY:
         raise ApiError.one("rate_limited", f"this key already runs {MAX_EXPORTS_PER_KEY} "
@@ -381,10 +392,9 @@ def _http_problem(request: Request, exc: HTTPException):
     if status == 404:
         return problem("not_found", f"no such path: {request.url.path}")
     if status == 405:
-        allowed = (exc.headers or {}).get("allow", "")
-        return problem("method_not_allowed",
-                       f"{request.method} is not allowed on {request.url.path}"
-                       + (f"; allowed: {allowed}" if allowed else ""))
+        path = request.scope["path"]
+        return method_not_allowed(request.method, path,
+                                  allowed_methods(request.app, path) or [])
     if status == 413:
         return _too_large().errors[0]
     if status == 415:
@@ -394,98 +404,3 @@ def _http_problem(request: Request, exc: HTTPException):
         return problem(by_status[status], str(exc.detail))
     log.error("unexpected HTTP exception %s on %s", status, request.url.path)
     return problem("internal_error", "an unexpected error occurred; it has been logged")
-
-
-class KeyGate:
-    """Checks the Bearer key and the key's request rate of every /v1 request, before Litestar
-    routes it, and adds the RateLimit-* headers to the answer. An address that sends very many
-    requests without a valid key gets 429 instead of 401 for a while (see `service.guard`)."""
-
-    def __init__(self, app: ASGIApp, accounts: Accounts, buckets: TokenBuckets,
-                 failed_auths: FailedAuths | None = None):
-        self.app = app
-        self.accounts = accounts
-        self.buckets = buckets
-        self.failed_auths = failed_auths or FailedAuths()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] != "http" or not (path == "/v1" or path.startswith("/v1/")):
-            await self.app(scope, receive, send)
-            return
-        key = bearer_key(scope)
-        info = await anyio.to_thread.run_sync(self.accounts.authenticate, key) if key else None
-        if info is None:
-            if refusal := self.failed_auths.failed(scope):
-                await _send_error(send, *refusal)
-                return
-            details = ("the API key is unknown or revoked" if key else
-                       "send a valid API key as 'Authorization: Bearer qry_...'")
-            await _send_error(send, problem("unauthorized", details, "Authorization"),
-                              [(b"www-authenticate", b'Bearer realm="quarry"')])
-            return
-        decision = self.buckets.take(f"key:{info.id}")
-        headers = [(b"ratelimit-limit", str(decision.limit).encode()),
-                   (b"ratelimit-remaining", str(decision.remaining).encode()),
-                   (b"ratelimit-reset", str(decision.reset).encode())]
-        if not decision.allowed:
-            details = (f"this key is over its rate of {self.buckets.rate:g} requests per "
-                       f"second; retry in {decision.retry_after} s")
-            await _send_error(send, problem("rate_limited", details),
-                              [*headers, (b"retry-after", str(decision.retry_after).encode())])
-            return
-        scope["state"] = {**scope.get("state", {}), "api_key": info}
-
-        async def send_with_headers(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), *headers]}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-
-class OptionsNotAllowed:
-    """Litestar answers OPTIONS by itself with an empty 204. The contract wants every answer in
-    the envelope, and the API serves no browser cross-origin, so OPTIONS is answered like any
-    other method a path does not allow: 405 with the Allow header."""
-
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "OPTIONS":
-            await self.app(scope, receive, send)
-            return
-        replaced = False
-
-        async def answer_405(message: dict) -> None:
-            nonlocal replaced
-            if message["type"] == "http.response.start" and message["status"] == 204:
-                replaced = True
-                allow = dict(message.get("headers", [])).get(b"allow", b"")
-                error = problem("method_not_allowed",
-                                f"OPTIONS is not allowed on {scope['path']}; allowed: "
-                                f"{allow.decode().replace(', OPTIONS', '')}")
-                await _send_error(send, error, [(b"allow", allow)])
-            elif not replaced:
-                await send(message)
-
-        await self.app(scope, receive, answer_405)
-
-
-def bearer_key(scope: Scope) -> str | None:
-    for name, value in scope.get("headers", []):
-        if name == b"authorization":
-            scheme, _, key = value.decode("latin-1").strip().partition(" ")
-            if scheme.lower() == "bearer" and key.strip():
-                return key.strip()
-            return None
-    return None
-
-
-async def _send_error(send: Send, error: ErrorObject, headers: list[tuple[bytes, bytes]]) -> None:
-    body = error_body([error])
-    await send({"type": "http.response.start", "status": error.code, "headers": [
-        (b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode()),
-        *headers]})
-    await send({"type": "http.response.body", "body": body})

@@ -20,7 +20,8 @@ from schemathesis.specs.openapi.checks import (
     positive_data_acceptance,
 )
 
-from service.app import KeyGate, create_app
+from service.app import create_app
+from service.gate import KeyGate
 from service.guard import FailedAuths
 from service.openapi import openapi_document
 from tests.test_errors import assert_envelope

@@ -14,6 +14,7 @@ from litestar.testing import TestClient
 import service.app
 from service.access_log import KEY_SHOWN, configure_access_log
 from service.app import create_app
+from service.gate import BRAKE_DELAY
 from service.guard import FAILED_AUTH_BURST, FailedAuths
 from tests.test_errors import assert_envelope
 
@@ -27,10 +28,10 @@ def litestar_of(app) -> Litestar:
 # --- failed authentications per address -------------------------------------------------------
 
 
-def test_an_address_guessing_keys_gets_429_after_a_burst(served, monkeypatch):
+def test_an_address_guessing_keys_is_slowed_after_a_burst_and_still_gets_401(served, monkeypatch):
     settings, key = served
     # The real burst, and next to no refill, so the test does not depend on its own speed.
-    monkeypatch.setattr("service.app.FailedAuths",
+    monkeypatch.setattr("service.gate.FailedAuths",
                         lambda: FailedAuths(rate=0.001, burst=FAILED_AUTH_BURST))
     with TestClient(create_app(settings)) as fresh:
         good = {"Authorization": f"Bearer {key}"}
@@ -41,9 +42,15 @@ def test_an_address_guessing_keys_gets_429_after_a_burst(served, monkeypatch):
                 "Authorization": f"Bearer qry_guess{i}"})
             assert_envelope(answer, 401, "unauthorized")
         for headers in ({"Authorization": "Bearer qry_one_more"}, {}):
-            limited = fresh.get("/v1/companies/search", headers=headers)
-            assert_envelope(limited, 429, "rate_limited")
-            assert int(limited.headers["retry-after"]) >= 1
+            started = time.monotonic()
+            braked = fresh.get("/v1/companies/search", headers=headers)
+            # SPEC 1: a request without a valid key gets 401 and WWW-Authenticate, braked or not.
+            assert_envelope(braked, 401, "unauthorized", "Authorization")
+            assert braked.headers["www-authenticate"].startswith("Bearer")
+            assert int(braked.headers["retry-after"]) >= 1
+            assert "too many requests without a valid API key" in \
+                braked.json()["errors"][0]["details"]
+            assert time.monotonic() - started >= BRAKE_DELAY  # the brake: a slowed answer
         # A valid key is served all the same: the contract promises its holder the answers.
         assert fresh.get("/v1/companies/search", headers=good).status_code == 200
         assert fresh.get("/health").status_code == 200  # outside /v1: not limited
@@ -54,9 +61,8 @@ def test_failed_auth_allowance_is_per_address_and_refills():
     limit = FailedAuths(rate=1, burst=3, clock=lambda: now[0])
     here, there = {"client": ("10.0.0.1", 1)}, {"client": ("10.0.0.2", 1)}
     assert [limit.failed(here) for _ in range(3)] == [None] * 3
-    refusal = limit.blocked(here)
-    assert refusal is not None and refusal[0].id == "rate_limited"
-    assert dict(refusal[1])[b"retry-after"] == b"1"
+    braked = limit.blocked(here)
+    assert braked is not None and braked[1] == 1  # Retry-After: 1 s
     assert limit.blocked(there) is None and limit.blocked({}) is None
     now[0] += 1.0
     assert limit.blocked(here) is None  # one more attempt a second
