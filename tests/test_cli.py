@@ -51,6 +51,8 @@ def test_users_and_tokens(data_dir):
                    "no key")
     assert_refused(quarry(data_dir, "tokens", "create", "--user", "nobody@example.com",
                           "--name", "x", check=False), "nobody@example.com")
+    assert_refused(quarry(data_dir, "tokens", "create", "--user", "ops@example.com",
+                          "--name", "ci\u202eexe.pdf", check=False), "(it has U+202E)")
     quarry(data_dir, "users", "set-password", "ops@example.com", "--password-stdin",
            stdin="a brand new password\n")
     assert_refused(quarry(data_dir, "users", "set-password", "who@example.com",
