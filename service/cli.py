@@ -16,6 +16,8 @@ from pathlib import Path
 
 from .config import ConfigError, Settings
 
+PRIVATE_UMASK = 0o077
+
 
 class CommandError(Exception):
     """A one-line reason a command was refused."""
@@ -24,6 +26,10 @@ class CommandError(Exception):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Snapshots, build folders and exports hold personal data, and DuckDB creates its files
+    # itself: a process umask is what makes every file a command writes readable by its owner
+    # only (0600, folders 0700), like the users database.
+    os.umask(PRIVATE_UMASK)
     try:
         settings = Settings.from_env()
         return args.run(args, settings) or 0
