@@ -81,6 +81,7 @@ def create_app(settings: Settings) -> ASGIApp:
         exception_handlers={Exception: error_response},
         request_max_body_size=MAX_BODY,
         openapi_config=None,
+        logging_config=None,  # the process's logging is the command's (service.logs), not the app's
         on_shutdown=[lambda: snapshots.close()],
         state={"snapshots": snapshots,
                "limiter": anyio.CapacityLimiter(settings.duckdb_threads),

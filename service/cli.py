@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import getpass
+import logging
 import os
 import signal
 import sys
@@ -124,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from .access_log import configure_access_log
     from .app import create_app
+    from .logs import configure_logging
     from .memory import use_jemalloc
     from .server import uvicorn_options
 
@@ -139,12 +140,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 signal.signal(signum, self.handle_exit)
             yield
 
+    configure_logging()  # every line on stderr one JSON object, uvicorn's too (log_config=None)
     config = uvicorn.Config(create_app(settings), host=args.host, port=args.port,
-                            log_level="warning", timeout_graceful_shutdown=10,
+                            log_config=None, log_level="warning", timeout_graceful_shutdown=10,
                             **uvicorn_options())
-    configure_access_log()
-    print(f"quarry: serving on http://{args.host}:{args.port} (data: {settings.data_dir})",
-          file=sys.stderr)
+    logging.getLogger("quarry").info("serving on http://%s:%s (data: %s)", args.host, args.port,
+                                     settings.data_dir)
     Server(config).run()
     return 0
 

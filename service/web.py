@@ -31,6 +31,7 @@ import anyio
 from litestar import Request, Response, Router, get, post
 from litestar.config.csrf import CSRFConfig
 from litestar.exceptions import HTTPException, PermissionDeniedException
+from litestar.file_system import BaseLocalFileSystem
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
@@ -87,7 +88,7 @@ class WebPages:
         handlers = [self._login_page(), self._login(), self._logout(), self._settings(),
                     self._tokens_page(), self._create_key(), self._revoke_key()]
         static = create_static_files_router(path="/static", directories=[STATIC],
-                                            name="web-static")
+                                            file_system=ShippedFiles(STATIC), name="web-static")
         return Router(path="/", route_handlers=[*handlers, static],
                       middleware=[SecurityHeaders], exception_handlers={Exception: web_error},
                       include_in_schema=False)
@@ -288,6 +289,21 @@ def _ago(moment: datetime) -> str:
                 return _when(moment)
             return f"{count} {unit}{'' if count == 1 else 's'} ago"
     return "Just now"
+
+
+class ShippedFiles(BaseLocalFileSystem):
+    """The files that were in `folders` when the server started, and nothing else: any other
+    path (a NUL byte, a newline, `..`, a folder) is not found, a 404, before it reaches the
+    operating system, which would refuse some of them with an error (a 500)."""
+
+    def __init__(self, *folders: Path) -> None:
+        self.files = {os.path.normpath(folder.resolve() / path.name) for folder in folders
+                      for path in folder.iterdir() if path.is_file()}
+
+    async def info(self, path: Any, **kwargs: Any) -> Any:
+        if not isinstance(path, str | os.PathLike) or os.path.normpath(path) not in self.files:
+            raise FileNotFoundError(path)
+        return await super().info(path, **kwargs)
 
 
 # --- security headers and errors ---------------------------------------------------------------
