@@ -58,7 +58,7 @@ from .search_requests import (
     parse_query_string,
 )
 from .snapshots import NoSnapshot, ServingSnapshots, Snapshot, SnapshotStore
-from .web import web_app_kwargs
+from .web import DOCS_SECURITY_HEADERS, web_app_kwargs
 
 MAX_BODY = 64 * 1024
 JSON = "application/json"
@@ -268,7 +268,8 @@ async def schema_json() -> Response:
 
 @get("/schema")
 async def schema_page() -> Response:
-    return Response(content=swagger_page(), media_type="text/html; charset=utf-8")
+    return Response(content=swagger_page(), media_type="text/html",
+                    headers=DOCS_SECURITY_HEADERS)  # scripts from this origin only
 
 
 # --- helpers ---------------------------------------------------------------------------------
