@@ -118,3 +118,10 @@ def key_shown(scope: Scope) -> str:
                 return credential[:KEY_SHOWN]
             return "-"
     return "-"
+
+
+def configure_access_log() -> None:
+    """Write the access lines (INFO) whatever the root logger's level; they go out through the
+    process's one handler (`service.logs`, set up by `quarry serve`)."""
+    log.setLevel(logging.INFO)
+    log.propagate = True

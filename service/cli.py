@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from .access_log import configure_access_log
     from .app import create_app
     from .logs import configure_logging
     from .memory import use_jemalloc
@@ -140,10 +141,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 signal.signal(signum, self.handle_exit)
             yield
 
-    configure_logging()  # every line on stderr one JSON object, uvicorn's too (log_config=None)
     config = uvicorn.Config(create_app(settings), host=args.host, port=args.port,
-                            log_config=None, log_level="warning", timeout_graceful_shutdown=10,
+                            log_level="warning", timeout_graceful_shutdown=10,
                             **uvicorn_options())
+    configure_access_log()
+    configure_logging()  # after Config, which set up uvicorn's plain-text handlers: now JSON
     logging.getLogger("quarry").info("serving on http://%s:%s (data: %s)", args.host, args.port,
                                      settings.data_dir)
     Server(config).run()

@@ -12,7 +12,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 import service.app
-from service.access_log import KEY_SHOWN
+from service.access_log import KEY_SHOWN, configure_access_log
 from service.app import create_app
 from service.guard import FAILED_AUTH_BURST, FailedAuths
 from service.logs import JsonLines
@@ -99,20 +99,18 @@ def test_a_query_waits_briefly_for_a_slot_then_gets_503(served, monkeypatch):
 @pytest.fixture
 def access_lines():
     """The `quarry.access` lines written while the test runs, as `quarry serve` writes them."""
+    configure_access_log()
     logger = logging.getLogger("quarry.access")
     lines: list[str] = []
 
     class Collect(logging.Handler):
         def emit(self, record):
-            lines.append(self.format(record))
+            lines.append(JsonLines().format(record))
 
-    handler, level = Collect(), logger.level
-    handler.setFormatter(JsonLines())
+    handler = Collect()
     logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
     yield lines
     logger.removeHandler(handler)
-    logger.setLevel(level)
 
 
 def test_one_json_line_per_request_with_rows_and_key_prefix(client, served, access_lines):
