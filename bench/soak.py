@@ -164,7 +164,7 @@ class Server:
         code = self.process.wait(timeout=30)
         if code != 0:
             print(f"FAIL  quarry serve exited {code} on SIGTERM")
-        return sum(1 for line in self.log_path.open() if line.startswith('{"time"'))
+        return sum(1 for line in self.log_path.open() if '"logger":"quarry.access"' in line)
 
     def kill(self) -> None:
         if self.process and self.process.poll() is None:

@@ -1,11 +1,13 @@
 """One JSON access-log line per request, on the logger `quarry.access`, and an X-Request-ID on
 every answer.
 
-A line holds: `time` (start, UTC), `request_id`, `client` (the peer address), `key` (the first
-12 characters of a `qry_` key sent as Bearer, else `-`), `method`, `path` (never the query
-string, whose values could hold secrets), `status`, `duration_ms` and `rows` (records answered
-by a search, or streamed by an export; null otherwise). Headers, bodies and cookies are never
-logged, so no key, password or cookie value can reach a log.
+A line is written by `service.logs` like every other line of the process (`level`, `logger`,
+`message`: method, path and status) and holds: `time` (start, UTC), `request_id`, `client` (the
+peer address), `key` (the first 12 characters of a `qry_` key sent as Bearer, else `-`),
+`method`, `path` (never the query string, whose values could hold secrets), `status`,
+`duration_ms` and `rows` (records answered by a search, or streamed by an export; null
+otherwise). Headers, bodies and cookies are never logged, so no key, password or cookie value
+can reach a log.
 
 The request id is the caller's `X-Request-ID` when it is 1 to 64 safe characters
 (`A-Z a-z 0-9 . _ : -`), else a new random one; the answer echoes it either way.
@@ -15,14 +17,14 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from .logs import FIELDS
 
 log = logging.getLogger("quarry.access")
 
@@ -71,12 +73,14 @@ class AccessLog:
             raise
         finally:
             if log.isEnabledFor(logging.INFO):
-                log.info(access_line(scope, request_id, record, wall,
-                                     (time.perf_counter() - started) * 1000))
+                line = access_line(scope, request_id, record, wall,
+                                   (time.perf_counter() - started) * 1000)
+                log.info("%s %s %s", line["method"], line["path"], line["status"],
+                         extra={FIELDS: line})
 
 
 def access_line(scope: Scope, request_id: str, record: dict[str, Any], wall: float,
-                duration_ms: float) -> str:
+                duration_ms: float) -> dict[str, Any]:
     client = scope.get("client")
     line = {
         "time": datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds")
@@ -90,7 +94,7 @@ def access_line(scope: Scope, request_id: str, record: dict[str, Any], wall: flo
         "duration_ms": round(duration_ms, 1),
         "rows": record["rows"],
     }
-    return msgspec.json.encode(line).decode()
+    return line
 
 
 def request_id_of(scope: Scope) -> str:
@@ -116,23 +120,8 @@ def key_shown(scope: Scope) -> str:
     return "-"
 
 
-class _CurrentStderr(logging.StreamHandler):
-    """Writes to whatever sys.stderr is at the time of each line."""
-
-    @property  # type: ignore[override]
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value) -> None:
-        pass
-
-
 def configure_access_log() -> None:
-    """Send `quarry.access` lines, bare, to stderr (used by `quarry serve`); idempotent."""
-    if not any(isinstance(handler, _CurrentStderr) for handler in log.handlers):
-        handler = _CurrentStderr()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(handler)
+    """Write the access lines (INFO) whatever the root logger's level; they go out through the
+    process's one handler (`service.logs`, set up by `quarry serve`)."""
     log.setLevel(logging.INFO)
-    log.propagate = False
+    log.propagate = True

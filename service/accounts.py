@@ -31,6 +31,7 @@ MAX_EMAIL_LENGTH = 254
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024
 MAX_KEY_NAME_LENGTH = 100
+REFUSED_NAME_CATEGORIES = {"Cc", "Cf", "Zl", "Zp"}  # control, format, line/paragraph breaks
 TOUCH_INTERVAL = timedelta(seconds=30)
 BUSY_TIMEOUT_MS = 5000
 TOUCH_BUSY_TIMEOUT_MS = 100  # last_used_at is a nicety: never make a request wait long for it
@@ -382,9 +383,13 @@ def _normalize_key_name(name: str) -> str:
     name = name.strip()
     if not 1 <= len(name) <= MAX_KEY_NAME_LENGTH:
         raise AccountError(f"key name must be 1 to {MAX_KEY_NAME_LENGTH} characters")
-    # `quarry tokens list` prints one line per key: a newline or escape code would forge lines.
-    if any(unicodedata.category(ch) == "Cc" for ch in name):
-        raise AccountError("key name must not contain control characters")
+    # `quarry tokens list` prints one line per key: a newline or escape code would forge lines;
+    # an invisible format character (U+202E reverses the text after it) would show the page or
+    # the terminal a name other than the one stored; U+2028/U+2029 break lines too.
+    for ch in name:
+        if unicodedata.category(ch) in REFUSED_NAME_CATEGORIES:
+            raise AccountError("key name must not contain control characters or invisible "
+                               f"formatting characters (it has U+{ord(ch):04X})")
     return name
 
 

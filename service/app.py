@@ -67,7 +67,7 @@ from .search_requests import (
     parse_query_string,
 )
 from .snapshots import NoSnapshot, ServingSnapshots, Snapshot, SnapshotStore
-from .web import web_app_kwargs
+from .web import DOCS_SECURITY_HEADERS, web_app_kwargs
 
 MAX_BODY = 64 * 1024
 JSON = "application/json"
@@ -91,6 +91,7 @@ def create_app(settings: Settings) -> ASGIApp:
         guards=[key_required],
         request_max_body_size=MAX_BODY,
         openapi_config=None,
+        logging_config=None,  # the process's logging is the command's (service.logs), not the app's
         on_shutdown=[lambda: snapshots.close()],
         state={"snapshots": snapshots,
                "limiter": anyio.CapacityLimiter(settings.duckdb_threads),
@@ -278,7 +279,8 @@ async def schema_json() -> Response:
 
 @get("/schema")
 async def schema_page() -> Response:
-    return Response(content=swagger_page(), media_type="text/html; charset=utf-8")
+    return Response(content=swagger_page(), media_type="text/html",
+                    headers=DOCS_SECURITY_HEADERS)  # scripts from this origin only
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -9,12 +9,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import getpass
+import logging
 import os
 import signal
 import sys
 from pathlib import Path
 
 from .config import ConfigError, Settings
+
+PRIVATE_UMASK = 0o077
 
 
 class CommandError(Exception):
@@ -24,6 +27,10 @@ class CommandError(Exception):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Snapshots, build folders and exports hold personal data, and DuckDB creates its files
+    # itself: a process umask is what makes every file a command writes readable by its owner
+    # only (0600, folders 0700), like the users database.
+    os.umask(PRIVATE_UMASK)
     try:
         settings = Settings.from_env()
         return args.run(args, settings) or 0
@@ -120,6 +127,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from .access_log import configure_access_log
     from .app import create_app
+    from .logs import configure_logging
     from .memory import use_jemalloc
     from .server import uvicorn_options
 
@@ -137,8 +145,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                             log_level="warning", timeout_graceful_shutdown=10,
                             **uvicorn_options())
     configure_access_log()
-    print(f"quarry: serving on http://{args.host}:{args.port} (data: {settings.data_dir})",
-          file=sys.stderr)
+    configure_logging()  # after Config, which set up uvicorn's plain-text handlers: now JSON
+    logging.getLogger("quarry").info("serving on http://%s:%s (data: %s)", args.host, args.port,
+                                     settings.data_dir)
     Server(config).run()
     return 0
 

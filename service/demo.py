@@ -50,6 +50,9 @@ def prepare(settings: Settings, companies: int = 20_000, contacts: int = 200_000
 
 
 def main() -> int:
+    from .cli import PRIVATE_UMASK
+
+    os.umask(PRIVATE_UMASK)  # the demo snapshot is written here, not by `quarry refresh`
     settings = Settings.from_env()
     key = prepare(settings)
     host, port = os.environ.get("HOST", "127.0.0.1"), os.environ.get("PORT", "8000")

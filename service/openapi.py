@@ -1,4 +1,5 @@
-"""The OpenAPI 3.1 document (`/schema/openapi.json`) and its interactive page (`/schema`).
+"""The OpenAPI 3.1 document (`/schema/openapi.json`) and its interactive page (`/schema`, its
+script `static/schema.js`, Swagger UI's files under `/schema/static/`).
 
 Schemas come from the same msgspec Structs that validate requests and encode records, so the
 document cannot drift from the code; paths and the error table are written out here.
@@ -7,13 +8,22 @@ document cannot drift from the code; paths and the error table are written out h
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any
 
 import msgspec
+from swagger_ui_bundle import swagger_ui_path
 
 from .envelope import ERROR_STATUS, ErrorObject
 from .records import Company, Contact
 from .search_requests import CompanyExport, CompanySearch, ContactExport, ContactSearch
+
+# The page's Swagger UI comes from the pinned package swagger-ui-bundle-v2, served from this
+# origin under the pages' Content-Security-Policy: nothing is fetched from elsewhere, at run
+# time or in the browser. Only the two files the page loads are served.
+SWAGGER_UI = Path(str(swagger_ui_path))
+SWAGGER_FILES = ("swagger-ui-bundle.js", "swagger-ui.css")
+DOCS_STATIC = "/schema/static"
 
 
 class SearchMeta(msgspec.Struct):
@@ -201,14 +211,15 @@ def swagger_page() -> str:
     return SWAGGER_PAGE
 
 
-SWAGGER_PAGE = """<!doctype html>
+SWAGGER_PAGE = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Quarry API</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
+<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
+<link rel="stylesheet" href="{DOCS_STATIC}/swagger-ui.css">
+<script src="{DOCS_STATIC}/swagger-ui-bundle.js" defer></script>
+<script src="/static/schema.js" defer></script>
 </head><body><div id="docs"></div>
 <noscript>The machine-readable document is at <a href="/schema/openapi.json">
 /schema/openapi.json</a>.</noscript>
-<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({url: "/schema/openapi.json", dom_id: "#docs"});</script>
 </body></html>
 """

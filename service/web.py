@@ -31,6 +31,7 @@ import anyio
 from litestar import Request, Response, Router, get, post
 from litestar.config.csrf import CSRFConfig
 from litestar.exceptions import HTTPException, PermissionDeniedException
+from litestar.file_system import BaseLocalFileSystem
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
@@ -39,6 +40,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from .accounts import MAX_KEY_NAME_LENGTH, AccountError, Accounts, KeyInfo, User
 from .config import Settings
+from .openapi import DOCS_STATIC, SWAGGER_FILES, SWAGGER_UI
 from .web_auth import SESSION_LIFETIME, LoginThrottle, WebSessions, WebSettings
 
 SESSION_COOKIE = "quarry_session"
@@ -58,6 +60,11 @@ SECURITY_HEADERS = {
     "referrer-policy": "no-referrer",
     "cross-origin-opener-policy": "same-origin",
 }
+
+# The /schema page's: the same, but Swagger UI's stylesheet draws its icons as data: images
+# (an image cannot run script or send anything; scripts still come from this origin only).
+DOCS_SECURITY_HEADERS = {**SECURITY_HEADERS, "content-security-policy": SECURITY_HEADERS[
+    "content-security-policy"].replace("img-src 'self'", "img-src 'self' data:")}
 
 log = logging.getLogger("quarry.web")
 
@@ -87,8 +94,11 @@ class WebPages:
         handlers = [self._login_page(), self._login(), self._logout(), self._settings(),
                     self._tokens_page(), self._create_key(), self._revoke_key()]
         static = create_static_files_router(path="/static", directories=[STATIC],
-                                            name="web-static")
-        return Router(path="/", route_handlers=[*handlers, static],
+                                            file_system=ShippedFiles(STATIC), name="web-static")
+        docs = create_static_files_router(  # Swagger UI's files for the /schema page
+            path=DOCS_STATIC, directories=[SWAGGER_UI],
+            file_system=ShippedFiles(SWAGGER_UI, names=SWAGGER_FILES), name="docs-static")
+        return Router(path="/", route_handlers=[*handlers, static, docs],
                       middleware=[SecurityHeaders], exception_handlers={Exception: web_error},
                       include_in_schema=False)
 
@@ -290,6 +300,21 @@ def _ago(moment: datetime) -> str:
     return "Just now"
 
 
+class ShippedFiles(BaseLocalFileSystem):
+    """The files that were in `folder` when the server started (those of `names`, if given),
+    and nothing else: any other path (a NUL byte, a newline, `..`, a folder) is not found, a
+    404, before it reaches the operating system, which would refuse some with an error (500)."""
+
+    def __init__(self, folder: Path, names: tuple[str, ...] | None = None) -> None:
+        self.files = {os.path.normpath(folder.resolve() / path.name) for path in folder.iterdir()
+                      if path.is_file() and (names is None or path.name in names)}
+
+    async def info(self, path: Any, **kwargs: Any) -> Any:
+        if not isinstance(path, str | os.PathLike) or os.path.normpath(path) not in self.files:
+            raise FileNotFoundError(path)
+        return await super().info(path, **kwargs)
+
+
 # --- security headers and errors ---------------------------------------------------------------
 
 
@@ -304,7 +329,8 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        cache = "no-cache" if scope["path"].startswith("/static/") else "no-store"
+        cache = "no-cache" if scope["path"].startswith(("/static/", f"{DOCS_STATIC}/")) \
+            else "no-store"
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

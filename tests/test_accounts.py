@@ -254,6 +254,17 @@ def test_invalid_key_name_is_refused(acc: Accounts, name: str) -> None:
     assert acc.list_keys("alice@example.com") == []
 
 
+@pytest.mark.parametrize(("name", "code"), [
+    ("invoice\u202efdp.exe", "U+202E"), ("zero\u200bwidth", "U+200B"), ("\ufeffbom", "U+FEFF"),
+    ("line\u2028break", "U+2028"), ("soft\u00adhyphen", "U+00AD"), ("tag\U000e0041", "U+E0041")])
+def test_key_name_with_a_format_character_is_refused(acc: Accounts, name: str, code: str) -> None:
+    """A bidi override (U+202E) or another invisible format character would show a name other
+    than the one stored: refused, naming the code point."""
+    with pytest.raises(AccountError, match=re.escape(f"formatting characters (it has {code})")):
+        acc.create_key("alice@example.com", name)
+    assert acc.list_keys("alice@example.com") == []
+
+
 def test_key_name_of_100_characters_is_accepted(acc: Accounts) -> None:
     _, info = acc.create_key("alice@example.com", "n" * 100)
     assert info.name == "n" * 100

@@ -51,6 +51,8 @@ def test_users_and_tokens(data_dir):
                    "no key")
     assert_refused(quarry(data_dir, "tokens", "create", "--user", "nobody@example.com",
                           "--name", "x", check=False), "nobody@example.com")
+    assert_refused(quarry(data_dir, "tokens", "create", "--user", "ops@example.com",
+                          "--name", "ci\u202eexe.pdf", check=False), "(it has U+202E)")
     quarry(data_dir, "users", "set-password", "ops@example.com", "--password-stdin",
            stdin="a brand new password\n")
     assert_refused(quarry(data_dir, "users", "set-password", "who@example.com",
@@ -94,6 +96,30 @@ def test_refresh_snapshots_and_sql(data_dir, fixture_drop, tmp_path):
     assert aligned[0].startswith("id") and set(aligned[1]) <= {"-", " "}
     for analytics in sorted((REPO / "sql" / "analytics").glob("*.sql")):
         assert quarry(data_dir, "sql", str(analytics), "--format", "json").stdout.startswith("[")
+
+
+def test_written_files_are_readable_by_their_owner_only(data_dir, tmp_path):
+    """Snapshots, a drop, build folders and exports hold personal data: every file the commands
+    write is 0600 and every folder 0700, though the caller's umask would allow 0644/0755."""
+    drop, exports = tmp_path / "drop", tmp_path / "exports"
+    exports.mkdir(mode=0o700)
+    before = os.umask(0o022)
+    try:
+        quarry(data_dir, "generate", "--out", str(drop), "--companies", "50", "--contacts", "300")
+        quarry(data_dir, "refresh", "--source", str(drop))
+        quarry(data_dir, "refresh", "--source", str(drop))
+        quarry(data_dir, "snapshots", "use", quarry(data_dir, "snapshots", "list")
+               .stdout.split("\t")[0])
+        for fmt in ("ndjson", "csv", "parquet", "arrow"):
+            quarry(data_dir, "export", "--format", fmt, "--out", str(exports / f"all.{fmt}"))
+    finally:
+        os.umask(before)
+    written = [data_dir, *data_dir.rglob("*"), drop, *drop.rglob("*"), *exports.iterdir()]
+    assert len(list((data_dir / "snapshots").iterdir())) == 2 and len(written) > 20
+    modes = {str(path.relative_to(tmp_path)): oct(path.stat().st_mode & 0o777)
+             for path in written}
+    assert modes == {name: "0o700" if (tmp_path / name).is_dir() else "0o600"
+                     for name in modes}
 
 
 @pytest.mark.parametrize(("args", "fragment"), [

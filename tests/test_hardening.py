@@ -16,6 +16,7 @@ from service.access_log import KEY_SHOWN, configure_access_log
 from service.app import create_app
 from service.gate import BRAKE_DELAY
 from service.guard import FAILED_AUTH_BURST, FailedAuths
+from service.logs import JsonLines
 from tests.test_errors import assert_envelope
 
 
@@ -103,14 +104,14 @@ def test_a_query_waits_briefly_for_a_slot_then_gets_503(served, monkeypatch):
 
 @pytest.fixture
 def access_lines():
-    """The `quarry.access` lines written while the test runs, parsed."""
+    """The `quarry.access` lines written while the test runs, as `quarry serve` writes them."""
     configure_access_log()
     logger = logging.getLogger("quarry.access")
     lines: list[str] = []
 
     class Collect(logging.Handler):
         def emit(self, record):
-            lines.append(record.getMessage())
+            lines.append(JsonLines().format(record))
 
     handler = Collect()
     logger.addHandler(handler)
@@ -130,8 +131,9 @@ def test_one_json_line_per_request_with_rows_and_key_prefix(client, served, acce
     assert [line["path"] for line in lines] == [
         "/v1/contacts/search", "/v1/companies/export", "/health", "/v1/contacts/search"]
     for line in lines:
-        assert set(line) == {"time", "request_id", "client", "key", "method", "path", "status",
-                             "duration_ms", "rows"}
+        assert set(line) == {"time", "level", "logger", "message", "request_id", "client", "key",
+                             "method", "path", "status", "duration_ms", "rows"}
+        assert line["logger"] == "quarry.access" and line["level"] == "INFO"
         assert line["time"].endswith("Z") and line["duration_ms"] >= 0
     assert lines[0]["rows"] == 7 and lines[0]["status"] == 200
     assert lines[0]["key"] == key[:KEY_SHOWN] and len(lines[0]["key"]) == 12

@@ -315,7 +315,9 @@ def test_key_names_are_checked_with_clear_messages(web, accounts):
     before = len(accounts.list_keys(ALICE))
     for name, message in (("", "Give the token a name"), ("   ", "Give the token a name"),
                           ("x" * 101, "The name is too long (101 characters); use at most 100"),
-                          ("tab\there", "must not contain control characters")):
+                          ("tab\there", "must not contain control characters"),
+                          ("report\u202efdp.exe", "invisible formatting characters (it has "
+                                                   "U+202E)")):
         page = create_key(web, token, name)
         assert page.status_code == 400, name
         assert message in message_of(page), message_of(page)

@@ -132,3 +132,48 @@ def test_create_copy_use_and_revoke_a_token_in_the_browser(web_server):
             assert problems == []
         finally:
             browser.close()
+
+
+def test_api_reference_renders_from_this_origin_only(web_server):
+    """The /schema page under the tokens page's Content-Security-Policy, with every request to
+    another origin refused (as on a machine without internet access): Swagger UI still renders
+    the operations, nothing was blocked and nothing was asked of another host."""
+    from playwright.sync_api import expect, sync_playwright
+
+    base = web_server
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium()),
+                                             args=CHROMIUM_ARGS, headless=True)
+        try:
+            context = browser.new_context(viewport={"width": 1100, "height": 760})
+            elsewhere: list[str] = []
+
+            def only_this_origin(route) -> None:
+                if route.request.url.startswith(f"{base}/"):
+                    route.continue_()
+                else:
+                    elsewhere.append(route.request.url)
+                    route.abort("internetdisconnected")
+
+            context.route("**/*", only_this_origin)
+            page = context.new_page()
+            problems: list[str] = []
+            page.on("console", lambda message: problems.append(message.text)
+                    if message.type == "error" else None)
+            page.on("pageerror", lambda error: problems.append(str(error)))
+            page.on("response", lambda answer: problems.append(f"{answer.status} {answer.url}")
+                    if answer.status >= 400 else None)
+
+            page.goto(f"{base}/schema")
+            search = page.locator(".opblock-summary-path", has_text="/v1/contacts/search")
+            expect(search.first).to_be_visible(timeout=20_000)
+            document = httpx.get(f"{base}/schema/openapi.json").json()
+            operations = sum(len(methods) for methods in document["paths"].values())
+            expect(page.locator(".opblock")).to_have_count(operations)
+            search.first.click()  # the operation opens, with its parameters
+            expect(page.locator(".opblock-body").first).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "schema-page.png"))
+            assert elsewhere == [] and problems == []
+        finally:
+            browser.close()
