@@ -274,19 +274,14 @@ def _page_numbers(params: Any) -> tuple[tuple[int, int], str | None]:
     """The pages asked for (`page` of the active keys, `revoked_page` of the revoked ones), and
     an error for a malformed one (which then shows page 1). A page past the end shows the last
     one: revoking the last key of a page lands there."""
-    numbers, bad = [], []
+    numbers, error = [], None
     for name in ("page", "revoked_page"):
-        text = _field(params, name).strip()
-        if not text:
-            numbers.append(1)
-        elif text.isascii() and text.isdigit() and len(text) <= MAX_PAGE_DIGITS and int(text):
+        text = _field(params, name).strip() or "1"
+        if text.isascii() and text.isdigit() and len(text) <= MAX_PAGE_DIGITS and int(text):
             numbers.append(int(text))
         else:
             numbers.append(1)
-            bad.append(name)
-    error = None
-    if bad:
-        error = "The page number in the address must be a whole number from 1 up."
+            error = "The page number in the address must be a whole number from 1 up."
     return (numbers[0], numbers[1]), error
 
 
