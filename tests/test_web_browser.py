@@ -23,7 +23,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-component-update", "--disable-sync"]
 ARTIFACTS = REPO / "test-artifacts"
 EMAIL, PASSWORD = "ada@example.com", "correct horse battery staple"
-LONG_NAME = "ci-runner-" + "x" * 90  # 100 characters, the most a name may have, no spaces
+LONG_NAME = "ci-runner-" + "W" * 90  # 100 characters, the most a name may have, no spaces
 DESKTOP, PHONE = {"width": 1280, "height": 800}, {"width": 390, "height": 844}
 
 
