@@ -10,10 +10,17 @@ constructor in `create_app`:
   form, with the JSON API paths (/v1, /health, /schema) excluded, so those answer as before;
 - the template engine.
 
-Who is signed in comes from a server-side session (see web_auth). A new key is shown only in
-the answer to the POST that created it: never in a URL, a redirect, a cookie, the session or a
-log line. Passwords and keys are never logged; a failed sign-in is logged without the email,
-since people sometimes type their password into it.
+Who is signed in comes from a server-side session (see web_auth). The form that creates a key
+is answered with a redirect (POST/redirect/GET), so reloading the page cannot create a second
+key. The new key crosses that redirect server-side: held in the users database for the session
+that created it, sealed with the session id (which only the browser's cookie holds), for at most
+NEW_KEY_LIFETIME, and deleted by the page view that shows it, once. It never goes into a URL, a
+cookie, a header or a log line; if the redirect is never followed, the key stays unseen (it is
+listed, and can be revoked). Passwords and keys are never logged; a failed sign-in is logged
+without the email, since people sometimes type their password into it.
+
+The list shows active keys PAGE_SIZE to a page, newest first; revoked ones are folded away
+below it, paged the same way.
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ from .web_auth import SESSION_LIFETIME, LoginThrottle, WebSessions, WebSettings
 SESSION_COOKIE = "quarry_session"
 CSRF_COOKIE = "quarry_csrf"
 TOKENS_PATH = "/settings/tokens"
+PAGE_SIZE = 10  # keys a page, in each of the two lists
+MAX_PAGE_DIGITS = 6
 HERE = Path(__file__).parent
 TEMPLATES, STATIC = HERE / "templates", HERE / "static"
 # The JSON API keeps its own rules: no CSRF check, no cookie set on it.
@@ -171,7 +180,11 @@ class WebPages:
             user = await self.current_user(request)
             if user is None:
                 return Redirect("/login", status_code=303)
-            return await self._tokens(user)
+            pages, error = _page_numbers(request.query_params)
+            new_keys = await anyio.to_thread.run_sync(
+                self.sessions.take_new_keys, request.cookies.get(SESSION_COOKIE, ""))
+            return await self._tokens(user, 400 if error else 200, pages=pages,
+                                      list_error=error, new_keys=new_keys)
         return tokens_page
 
     def _create_key(self):
@@ -194,7 +207,10 @@ class WebPages:
                     error = _sentence(str(exc).replace("key name", "the name"))
                 else:
                     log.info("web: user %s created key %s", user.id, info.prefix)
-                    return await self._tokens(user, new_key=key, new_key_info=_row(info))
+                    await anyio.to_thread.run_sync(
+                        self.sessions.hold_new_key, request.cookies[SESSION_COOKIE], user.id,
+                        key, info.name)
+                    return Redirect(TOKENS_PATH, status_code=303)
             return await self._tokens(user, 400, error=error, name=name)
         return create_key
 
@@ -206,26 +222,31 @@ class WebPages:
                 return Redirect("/login", status_code=303)
             form = await request.form()
             prefix = _field(form, "prefix").strip()
+            pages = _page_numbers(form)[0]  # back to the page the form was on
             keys = await anyio.to_thread.run_sync(self.accounts.list_keys, user.email)
             key = next((key for key in keys if key.prefix == prefix), None)
             if key is None:
                 # Someone else's key, or a made-up prefix: the same answer, and nothing changes.
                 log.warning("web: user %s asked to revoke a key they do not have", user.id)
-                return await self._tokens(user, 404, error="There is no such token among yours.")
+                return await self._tokens(user, 404, pages=pages,
+                                          error="There is no such token among yours.")
             if key.revoked_at is not None:
                 return await self._tokens(
-                    user, notice=f"The token “{key.name}” ({key.prefix}…) was already revoked.")
+                    user, pages=pages,
+                    notice=f"The token “{key.name}” ({key.prefix}…) was already revoked.")
             if _field(form, "confirmed") != "yes":
-                return _page("revoke.html", title="Revoke token", user=user, key=_row(key))
+                return _page("revoke.html", title="Revoke token", user=user, key=_row(key),
+                             page=pages[0])
             try:
                 await anyio.to_thread.run_sync(
                     lambda: self.accounts.revoke_key(key.prefix, user_id=user.id))
             except AccountError as exc:
-                return await self._tokens(user, 409, error=_sentence(str(exc)))
+                return await self._tokens(user, 409, pages=pages, error=_sentence(str(exc)))
             log.info("web: user %s revoked key %s", user.id, key.prefix)
             return await self._tokens(
-                user, notice=f"The token “{key.name}” ({key.prefix}…) is revoked: requests "
-                             "with it are refused from now on.")
+                user, pages=pages,
+                notice=f"The token “{key.name}” ({key.prefix}…) is revoked: requests "
+                       "with it are refused from now on.")
         return revoke_key
 
     # --- helpers -----------------------------------------------------------------------------
@@ -243,16 +264,43 @@ class WebPages:
         user = self.accounts.get_user(session.email)
         return user if user is not None and user.id == session.user_id else None
 
-    async def _tokens(self, user: User, status: int = 200, **context: Any) -> Response:
+    async def _tokens(self, user: User, status: int = 200, pages: tuple[int, int] = (1, 1),
+                      **context: Any) -> Response:
         keys = await anyio.to_thread.run_sync(self.accounts.list_keys, user.email)
+        active = [_row(key) for key in keys if key.revoked_at is None]
+        revoked = [_row(key) for key in keys if key.revoked_at is not None]
         return _page("tokens.html", status, title="API tokens", user=user,
-                     keys=[_row(key) for key in keys], max_name=MAX_KEY_NAME_LENGTH, **context)
+                     active=_paged(active, pages[0]), revoked=_paged(revoked, pages[1]),
+                     revoked_open=pages[1] > 1, max_name=MAX_KEY_NAME_LENGTH, **context)
 
 
 def _page(template: str, status: int = 200, headers: dict[str, str] | None = None,
           **context: Any) -> Template:
     return Template(template_name=template, context=context, status_code=status,
                     headers=headers or {})
+
+
+def _page_numbers(params: Any) -> tuple[tuple[int, int], str | None]:
+    """The pages asked for (`page` of the active keys, `revoked_page` of the revoked ones), and
+    an error for a malformed one (which then shows page 1). A page past the end shows the last
+    one: revoking the last key of a page lands there."""
+    numbers, error = [], None
+    for name in ("page", "revoked_page"):
+        text = _field(params, name).strip() or "1"
+        if text.isascii() and text.isdigit() and len(text) <= MAX_PAGE_DIGITS and int(text):
+            numbers.append(int(text))
+        else:
+            numbers.append(1)
+            error = "The page number in the address must be a whole number from 1 up."
+    return (numbers[0], numbers[1]), error
+
+
+def _paged(rows: list[dict[str, Any]], number: int) -> dict[str, Any]:
+    """One page of `rows`, with what the pager needs."""
+    count = max(1, math.ceil(len(rows) / PAGE_SIZE))
+    number = min(number, count)
+    return {"rows": rows[(number - 1) * PAGE_SIZE: number * PAGE_SIZE], "total": len(rows),
+            "number": number, "count": count}
 
 
 def _field(form: Any, name: str) -> str:
@@ -277,7 +325,7 @@ def _row(key: KeyInfo) -> dict[str, Any]:
         "created": _when(key.created_at), "created_iso": _iso(key.created_at),
         "last_used": _ago(key.last_used_at) if key.last_used_at else "Never",
         "last_used_iso": _iso(key.last_used_at), "last_used_full": _when(key.last_used_at),
-        "revoked": _when(key.revoked_at),
+        "revoked": _when(key.revoked_at), "revoked_iso": _iso(key.revoked_at),
     }
 
 

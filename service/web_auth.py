@@ -4,6 +4,11 @@ sessions and the brake on password guessing.
 Sessions live in the users-and-keys database (table `web_sessions`), so they survive a restart
 and a sign-out really ends them. The cookie holds only a random 256-bit session id; the table
 holds its SHA-256 digest, as it does for API keys, so a copy of the database opens no session.
+
+A key just created on the page waits there too (table `web_new_keys`) for the one page view that
+follows the form's redirect: sealed with the session id, which only the browser's cookie holds,
+so a copy of the database reveals no key either; taken out (deleted) when shown, and deleted
+unseen after NEW_KEY_LIFETIME or when the session ends.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from .config import ConfigError
 SECRET_FILE = "session-secret"
 MIN_SECRET_LENGTH = 32
 SESSION_LIFETIME = timedelta(hours=12)
+# Long enough for a redirect on a slow connection, short enough that a key nobody displayed
+# does not wait around.
+NEW_KEY_LIFETIME = timedelta(minutes=1)
 MAX_SESSION_ID_LENGTH = 100
 LOGIN_FAILURE_LIMIT = 5
 LOGIN_FAILURE_WINDOW = 15 * 60  # seconds
@@ -89,12 +97,20 @@ class Session:
     expires_at: datetime
 
 
+@dataclass(frozen=True)
+class NewKey:
+    """A key just created, on its way to the page that shows it once."""
+    key: str
+    name: str
+
+
 class WebSessions:
     """Server-side sessions in the users-and-keys SQLite file (WAL mode, set by Accounts)."""
 
-    def __init__(self, db_path: Path, lifetime: timedelta = SESSION_LIFETIME) -> None:
+    def __init__(self, db_path: Path, lifetime: timedelta = SESSION_LIFETIME,
+                 new_key_lifetime: timedelta = NEW_KEY_LIFETIME) -> None:
         self.db_path = Path(db_path)
-        self.lifetime = lifetime
+        self.lifetime, self.new_key_lifetime = lifetime, new_key_lifetime
         with self._connect() as conn:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS web_sessions ("
@@ -102,6 +118,13 @@ class WebSessions:
                 " created_at TEXT NOT NULL, expires_at TEXT NOT NULL)")
             conn.execute(
                 "CREATE INDEX IF NOT EXISTS web_sessions_user ON web_sessions (user_id)")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS web_new_keys ("
+                " id INTEGER PRIMARY KEY, session_hash TEXT NOT NULL, user_id INTEGER NOT NULL,"
+                " name TEXT NOT NULL, nonce TEXT NOT NULL, sealed TEXT NOT NULL,"
+                " tag TEXT NOT NULL, expires_at TEXT NOT NULL)")
+            conn.execute(
+                "CREATE INDEX IF NOT EXISTS web_new_keys_session ON web_new_keys (session_hash)")
 
     def start(self, user_id: int, email: str) -> str:
         """A new session; the returned id goes into the cookie and nowhere else."""
@@ -129,13 +152,49 @@ class WebSessions:
 
     def end(self, session_id: str) -> None:
         if session_id and len(session_id) <= MAX_SESSION_ID_LENGTH and session_id.isascii():
+            digest = _digest(session_id)
             with self._connect() as conn:
-                conn.execute("DELETE FROM web_sessions WHERE id_hash = ?", (_digest(session_id),))
+                conn.execute("DELETE FROM web_new_keys WHERE session_hash = ?", (digest,))
+                conn.execute("DELETE FROM web_sessions WHERE id_hash = ?", (digest,))
 
     def end_all(self, user_id: int) -> int:
         """Sign a user out everywhere (after a password change)."""
         with self._connect() as conn:
+            conn.execute("DELETE FROM web_new_keys WHERE user_id = ?", (user_id,))
             return conn.execute("DELETE FROM web_sessions WHERE user_id = ?", (user_id,)).rowcount
+
+    # --- a new key, across the redirect that answers its form ----------------------------------
+
+    def hold_new_key(self, session_id: str, user_id: int, key: str, name: str) -> None:
+        """Keep `key` for the next `take_new_keys` of this session, sealed with its id."""
+        nonce = secrets.token_bytes(16)
+        sealed = _xor(key.encode("ascii"), _keystream(session_id, nonce, len(key)))
+        now = _now()
+        with self._connect() as conn:
+            conn.execute("DELETE FROM web_new_keys WHERE expires_at <= ?", (_fmt(now),))
+            conn.execute(
+                "INSERT INTO web_new_keys (session_hash, user_id, name, nonce, sealed, tag,"
+                " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (_digest(session_id), user_id, name, nonce.hex(), sealed.hex(),
+                 _tag(session_id, nonce, sealed), _fmt(now + self.new_key_lifetime)))
+
+    def take_new_keys(self, session_id: str) -> list[NewKey]:
+        """The keys held for this session and not yet expired, oldest first; they are deleted,
+        so each is shown once, even to two page views at the same moment."""
+        if not session_id or len(session_id) > MAX_SESSION_ID_LENGTH or not session_id.isascii():
+            return []
+        with self._connect() as conn:
+            rows = conn.execute(
+                "DELETE FROM web_new_keys WHERE session_hash = ?"
+                " RETURNING id, name, nonce, sealed, tag, expires_at",
+                (_digest(session_id),)).fetchall()
+        now, held = _fmt(_now()), []
+        for _, name, nonce_hex, sealed_hex, tag, expires_at in sorted(rows):
+            nonce, sealed = bytes.fromhex(nonce_hex), bytes.fromhex(sealed_hex)
+            if expires_at > now and hmac.compare_digest(tag, _tag(session_id, nonce, sealed)):
+                key = _xor(sealed, _keystream(session_id, nonce, len(sealed)))
+                held.append(NewKey(key=key.decode("ascii"), name=name))
+        return held
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -147,6 +206,27 @@ class WebSessions:
 
 def _digest(session_id: str) -> str:
     return hashlib.sha256(session_id.encode("ascii")).hexdigest()
+
+
+# Sealing a held key: a stream cipher with HMAC-SHA256 as the keyed function (counter mode, a
+# fresh random nonce per key) and an HMAC tag over nonce and ciphertext. The standard library
+# has no AES; HMAC-SHA256 is a PRF, which is all counter mode needs. The session id (256 random
+# bits) is the key; the database holds only its SHA-256, from which nothing here can be undone.
+
+def _keystream(session_id: str, nonce: bytes, length: int) -> bytes:
+    secret = session_id.encode("ascii")
+    blocks = (hmac.new(secret, b"quarry new key\0" + nonce + counter.to_bytes(4, "big"),
+                       hashlib.sha256).digest() for counter in range(-(-length // 32)))
+    return b"".join(blocks)[:length]
+
+
+def _tag(session_id: str, nonce: bytes, sealed: bytes) -> str:
+    return hmac.new(session_id.encode("ascii"), b"quarry new key tag\0" + nonce + sealed,
+                    hashlib.sha256).hexdigest()
+
+
+def _xor(data: bytes, stream: bytes) -> bytes:
+    return bytes(a ^ b for a, b in zip(data, stream, strict=True))
 
 
 def _now() -> datetime:

@@ -326,6 +326,151 @@ def test_key_names_are_checked_with_clear_messages(web, accounts):
     assert len(accounts.list_keys(ALICE)) == before + 1
 
 
+def held_rows(web_settings) -> str:
+    """Everything the users database holds about keys waiting for their page view."""
+    with sqlite3.connect(web_settings.db_path) as conn:
+        return "\n".join(line for line in conn.iterdump() if "web_new_keys" in line)
+
+
+def test_the_create_form_is_answered_with_a_redirect_and_the_key_shown_once(
+        web, accounts, web_settings):
+    token = signed_in(web)
+    before = len(accounts.list_keys(ALICE))
+    posted = web.post("/settings/tokens", data={"name": "PRG", "_csrf_token": token},
+                      follow_redirects=False)
+    assert posted.status_code == 303 and posted.headers["location"] == "/settings/tokens"
+    assert len(accounts.list_keys(ALICE)) == before + 1
+    waiting = held_rows(web_settings)
+    assert "INSERT INTO" in waiting  # held for the page view, sealed
+
+    page = web.get("/settings/tokens")
+    key = new_key_of(page)
+    assert page.status_code == 200 and page.text.count(key) == 1 and "“PRG”" in page.text
+    for secret in (key, key[12:], key.encode().hex(), key[12:].encode().hex()):
+        assert secret not in posted.text + str(posted.headers) + waiting
+    assert held_rows(web_settings).count("INSERT INTO") == 0  # taken out by the page view
+    # Reloading shows it no more, and creates nothing.
+    again = web.get("/settings/tokens")
+    assert key not in again.text and 'id="new-key"' not in again.text
+    assert key[:12] in again.text
+    assert len(accounts.list_keys(ALICE)) == before + 1
+    assert api_search(web, key).status_code == 200
+
+
+def test_two_forms_sent_before_the_page_view_show_both_keys(web):
+    token = signed_in(web)  # a double click on "Create token", say
+    for name in ("first", "second"):
+        web.post("/settings/tokens", data={"name": name, "_csrf_token": token},
+                 follow_redirects=False)
+    page = web.get("/settings/tokens")
+    keys = re.findall(r'<code id="new-key[-0-9]*"[^>]*>([^<]+)</code>', page.text)
+    assert len(keys) == 2 and len(set(keys)) == 2
+    assert page.text.index("“first”") < page.text.index("“second”")
+    assert all(api_search(web, key).status_code == 200 for key in keys)
+
+
+def test_a_held_key_is_shown_to_its_own_session_only(web, web_settings):
+    token = signed_in(web)
+    with TestClient(web.app, base_url="http://127.0.0.1:8000") as other, \
+            TestClient(web.app, base_url="http://127.0.0.1:8000") as bob:
+        signed_in(other)  # alice again, in another browser
+        signed_in(bob, BOB, BOB_PASSWORD)
+        web.post("/settings/tokens", data={"name": "mine", "_csrf_token": token},
+                 follow_redirects=False)
+        for client in (other, bob):
+            assert 'id="new-key"' not in client.get("/settings/tokens").text
+        assert new_key_of(web.get("/settings/tokens")).startswith("qry_")  # still there for it
+        # Signing out before the page view drops the held key with the session.
+        web.post("/settings/tokens", data={"name": "unseen", "_csrf_token": token},
+                 follow_redirects=False)
+        assert held_rows(web_settings).count("INSERT INTO") == 1
+        web.post("/logout", data={"_csrf_token": token})
+        assert held_rows(web_settings).count("INSERT INTO") == 0
+    sign_in(web)
+    assert 'id="new-key"' not in web.get("/settings/tokens").text
+
+
+def test_a_held_key_expires_and_opens_only_with_its_session_id(web_settings, accounts):
+    user = accounts.get_user(ALICE)
+    expired = WebSessions(web_settings.db_path, new_key_lifetime=timedelta(0))
+    session_id = expired.start(user.id, user.email)
+    expired.hold_new_key(session_id, user.id, "qry_" + "a" * 43, "late")
+    assert expired.take_new_keys(session_id) == []
+    sessions = WebSessions(web_settings.db_path)
+    sessions.hold_new_key(session_id, user.id, "qry_" + "b" * 43, "on time")
+    assert sessions.take_new_keys("another session id") == []
+    assert [(held.key, held.name) for held in sessions.take_new_keys(session_id)] == \
+        [("qry_" + "b" * 43, "on time")]
+    assert sessions.take_new_keys(session_id) == []  # once
+    # Altered in the database, a held key is dropped rather than shown wrong.
+    sessions.hold_new_key(session_id, user.id, "qry_" + "c" * 43, "altered")
+    with sqlite3.connect(web_settings.db_path) as conn:
+        conn.execute("UPDATE web_new_keys SET sealed = '00' || substr(sealed, 3)")
+    assert sessions.take_new_keys(session_id) == []
+    # A password reset signs the user out everywhere: held keys go with the sessions.
+    sessions.hold_new_key(session_id, user.id, "qry_" + "d" * 43, "reset")
+    sessions.end_all(user.id)
+    assert sessions.take_new_keys(session_id) == []
+    assert held_rows(web_settings).count("INSERT INTO") == 0
+
+
+def rows_of(page, kind: str) -> list[str]:
+    table = re.search(rf'<table class="keys keys-{kind}">(.+?)</table>', page.text, re.S)
+    return re.findall(r'<td data-label="Name" class="key-name">([^<]+)</td>',
+                      table.group(1)) if table else []
+
+
+def test_the_list_is_paged_and_revoked_keys_are_folded_away(web, accounts):
+    email = "carol@example.com"
+    accounts.create_user(email, PASSWORD)
+    for number in range(11):
+        _, info = accounts.create_key(email, f"old {number}")
+        accounts.revoke_key(info.prefix)
+    for number in range(13):
+        accounts.create_key(email, f"key {number}")
+    signed_in(web, email)
+    first = web.get("/settings/tokens")
+    assert rows_of(first, "active") == [f"key {number}" for number in range(12, 2, -1)]
+    assert "Page 1 of 2" in first.text and 'href="/settings/tokens?page=2"' in first.text
+    assert "(13 active)" in first.text
+    folded = re.search(r'<details class="revoked-keys" id="revoked"( open)?>', first.text)
+    assert folded and folded.group(1) is None
+    assert "Revoked tokens (11)" in first.text
+    assert rows_of(first, "revoked") == [f"old {number}" for number in range(10, 0, -1)]
+
+    second = web.get("/settings/tokens?page=2")
+    assert rows_of(second, "active") == ["key 2", "key 1", "key 0"]
+    assert "Page 2 of 2" in second.text and 'href="/settings/tokens?page=1"' in second.text
+    older = web.get("/settings/tokens?page=2&revoked_page=2")
+    assert '<details class="revoked-keys" id="revoked" open>' in older.text
+    assert rows_of(older, "revoked") == ["old 0"] and rows_of(older, "active")[0] == "key 2"
+    # Past the end: the last page (revoking the last key of a page lands there).
+    assert rows_of(web.get("/settings/tokens?page=99"), "active") == rows_of(second, "active")
+    for bad in ("abc", "0", "-1", "1.5", "1e3", "١", "9" * 20):
+        answer = web.get("/settings/tokens", params={"page": bad})
+        assert answer.status_code == 400, bad
+        assert "page number" in message_of(answer)
+        assert rows_of(answer, "active") == rows_of(first, "active")
+    assert web.get("/settings/tokens", params={"revoked_page": "x"}).status_code == 400
+
+
+def test_revoking_from_page_two_answers_with_page_two(web, accounts):
+    email = "dave@example.com"
+    accounts.create_user(email, PASSWORD)
+    keys = [accounts.create_key(email, f"key {number}")[1] for number in range(12)]
+    token = signed_in(web, email)
+    page = web.get("/settings/tokens?page=2")
+    assert '<input type="hidden" name="page" value="2">' in page.text
+    confirm = web.post("/settings/tokens/revoke",
+                       data={"prefix": keys[0].prefix, "page": "2", "_csrf_token": token})
+    assert '<input type="hidden" name="page" value="2">' in confirm.text
+    assert 'href="/settings/tokens?page=2">Cancel' in confirm.text
+    done = web.post("/settings/tokens/revoke", data={"prefix": keys[0].prefix, "page": "2",
+                                                      "confirmed": "yes", "_csrf_token": token})
+    assert "is revoked" in message_of(done) and "Page 2 of 2" in done.text
+    assert rows_of(done, "active") == ["key 1"] and rows_of(done, "revoked") == ["key 0"]
+
+
 def test_names_are_escaped(web):
     token = signed_in(web)
     page = create_key(web, token, '<script>alert("x")</script>')

@@ -4,7 +4,7 @@
 
 for (const button of document.querySelectorAll("button[data-copy]")) {
   const target = document.getElementById(button.dataset.copy);
-  const status = document.getElementById("copy-status");
+  const status = document.getElementById(button.dataset.status);
   button.hidden = false;
   button.addEventListener("click", async () => {
     const text = target.textContent.trim();
