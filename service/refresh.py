@@ -117,6 +117,9 @@ def _reraise_with_stage(exc: BaseException, stage: str, store: SnapshotStore) ->
 
 
 def _drop_file(source: Path, name: str) -> Path:
+    if source.exists() and not source.is_dir():
+        raise RefreshError(f"drop folder {source} is a file; give the folder that holds "
+                           "companies and contacts (.parquet or .csv)")
     if not source.is_dir():
         raise RefreshError(f"drop folder {source} does not exist")
     for suffix in (".parquet", ".csv"):
