@@ -46,6 +46,7 @@ from .envelope import (
     success_body,
 )
 from .export import MEDIA_TYPES, ExportStream, compile_export_query
+from .front import front_router
 from .gate import (
     API_KEY,
     CanonicalPath,
@@ -84,7 +85,8 @@ def create_app(settings: Settings) -> ASGIApp:
         route_handlers=[
             contacts_search_post, contacts_search_get, companies_search_post,
             companies_search_get, contact_lookup, company_lookup, contacts_export,
-            companies_export, health, schema_json, schema_page, *web.pop("route_handlers"),
+            companies_export, health, schema_json, schema_page, front_router(),
+            *web.pop("route_handlers"),
         ],
         **web,
         exception_handlers={Exception: error_response},

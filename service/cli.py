@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import getpass
 import logging
+import math
 import os
 import signal
 import sys
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     # itself: a process umask is what makes every file a command writes readable by its owner
     # only (0600, folders 0700), like the users database.
     os.umask(PRIVATE_UMASK)
+    settings = None
     try:
         settings = Settings.from_env()
         return args.run(args, settings) or 0
@@ -48,74 +50,158 @@ def main(argv: list[str] | None = None) -> int:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if not isinstance(exc, expected):
             message = f"unexpected error: {type(exc).__name__}: {message}"
+        elif (isinstance(exc, AccountError) and settings is not None
+              and message.startswith(("no user ", "no key "))):
+            message += f" in the users database {settings.db_path}"  # run from the wrong place?
         print(f"quarry: {message}", file=sys.stderr)
         bad_input = (CommandError, ConfigError, AccountError, ValueError)
         return 2 if isinstance(exc, bad_input) else 1
 
 
+class UsageParser(argparse.ArgumentParser):
+    """argparse with the contract's error form: one line `quarry: <reason>` and exit 2, in
+    place of argparse's usage lines (SPEC 6); `--help` still shows the whole usage."""
+
+    def error(self, message: str):
+        where = self.prog.removeprefix("quarry").strip()
+        message = message.removeprefix("argument ")
+        if message.startswith(("COMMAND: invalid choice", "ACTION: invalid choice")):
+            message = "unknown " + message.replace(": invalid choice:", "", 1).replace(
+                "ACTION", "action", 1).replace("COMMAND", "command", 1)
+        elif message.startswith("the following arguments are required: COMMAND"):
+            message = "give a command"
+        elif message.startswith("the following arguments are required: ACTION"):
+            message = "give an action"
+        reason = f"{where} {message}" if message.startswith("-") else (
+            f"{where}: {message}" if where else message)
+        self.exit(2, f"quarry: {reason}; see '{self.prog} --help'\n")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, where it has one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.option_strings and action.default not in (None, False, argparse.SUPPRESS) \
+                and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def _bounded(kind: type, minimum: float | None = None, maximum: float | None = None):
+    """An argparse type: a number of `kind` within the bounds, else a reason in words."""
+    words = {int: "a whole number", float: "a number"}[kind]
+    if minimum is not None and maximum is not None:
+        words += f" from {minimum:g} to {maximum:g}"
+    elif minimum is not None:
+        words += f" of at least {minimum:g}"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {words}, got {text!r}") from None
+        if not math.isfinite(value) or (minimum is not None and value < minimum) or (
+                maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"must be {words}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="quarry", description="Quarry: a B2B data API.")
+    parser = UsageParser(prog="quarry", formatter_class=HelpFormatter,
+                         description="Quarry: a B2B data API (companies and their people) served "
+                                     "from immutable snapshots.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="serve the API")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.set_defaults(run=cmd_serve)
+    def command(group, name: str, text: str, run=None) -> argparse.ArgumentParser:
+        sub = group.add_parser(name, help=text, description=text[:1].upper() + text[1:] + ".",
+                               formatter_class=HelpFormatter)
+        if run is not None:
+            sub.set_defaults(run=run)
+        return sub
 
-    generate = commands.add_parser("generate", help="write a synthetic drop")
-    generate.add_argument("--out", required=True, type=Path)
-    generate.add_argument("--companies", type=int, default=20_000)
-    generate.add_argument("--contacts", type=int, default=200_000)
-    generate.add_argument("--seed", type=int, default=0)
-    generate.add_argument("--format", choices=("parquet", "csv"), default="parquet")
-    generate.set_defaults(run=cmd_generate)
+    serve = command(commands, "serve", "serve the API over HTTP", cmd_serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=_bounded(int, 0, 65535), default=8000,
+                       help="TCP port to listen on")
 
-    refresh = commands.add_parser("refresh", help="build a snapshot from a drop and switch to it")
-    refresh.add_argument("--source", required=True, type=Path)
-    refresh.add_argument("--max-bad-share", type=float, default=0.01)
-    refresh.set_defaults(run=cmd_refresh)
+    generate = command(commands, "generate", "write a synthetic drop, the same for a seed",
+                       cmd_generate)
+    generate.add_argument("--out", required=True, type=Path, metavar="DIR",
+                          help="folder to write companies.<format> and contacts.<format> into "
+                               "(made if missing)")
+    generate.add_argument("--companies", type=_bounded(int, 0), default=20_000, metavar="N",
+                          help="number of companies")
+    generate.add_argument("--contacts", type=_bounded(int, 0), default=200_000, metavar="M",
+                          help="number of contacts")
+    generate.add_argument("--seed", type=_bounded(int, 0), default=0, metavar="S",
+                          help="random seed; the same seed writes the same drop")
+    generate.add_argument("--format", choices=("parquet", "csv"), default="parquet",
+                          help="file format of the drop")
 
-    sql = commands.add_parser("sql", help="run an SQL file against the current snapshot")
-    sql.add_argument("file", type=Path)
-    sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    sql.set_defaults(run=cmd_sql)
+    refresh = command(commands, "refresh", "build a snapshot from a drop and switch to it",
+                      cmd_refresh)
+    refresh.add_argument("--source", required=True, type=Path, metavar="DIR",
+                         help="the drop's folder, with companies and contacts as .parquet or "
+                              ".csv")
+    refresh.add_argument("--max-bad-share", type=_bounded(float, 0, 1), default=0.01,
+                         metavar="F",
+                         help="refuse the drop when more than this share of the rows of "
+                              "either file is bad")
 
-    users = commands.add_parser("users", help="manage users").add_subparsers(
+    sql = command(commands, "sql", "run an SQL file against the current snapshot and print "
+                                   "the last statement's rows", cmd_sql)
+    sql.add_argument("file", type=Path, help="the SQL file (views companies and contacts)")
+    sql.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                     help="table: aligned for a terminal; csv: a header row, then rows; json: "
+                          "one array of row objects")
+
+    users = command(commands, "users", "manage users").add_subparsers(
         dest="users_command", required=True, metavar="ACTION")
     for name, run, text in (("create", cmd_users_create, "create a user"),
-                            ("set-password", cmd_users_set_password, "reset a password")):
-        action = users.add_parser(name, help=text)
-        action.add_argument("email")
+                            ("set-password", cmd_users_set_password,
+                             "reset a user's password and end their web sessions")):
+        action = command(users, name, text, run)
+        action.add_argument("email", help="the user's email address")
         action.add_argument("--password-stdin", action="store_true",
-                            help="read the password from the first line of stdin")
-        action.set_defaults(run=run)
+                            help="read the password from the first line of stdin (else it is "
+                                 "asked for on the terminal)")
 
-    tokens = commands.add_parser("tokens", help="manage API keys").add_subparsers(
+    tokens = command(commands, "tokens", "manage API keys").add_subparsers(
         dest="tokens_command", required=True, metavar="ACTION")
-    create = tokens.add_parser("create", help="create a key and print it")
-    create.add_argument("--user", required=True)
-    create.add_argument("--name", required=True)
-    create.set_defaults(run=cmd_tokens_create)
-    listing = tokens.add_parser("list", help="list a user's keys")
-    listing.add_argument("--user", required=True)
-    listing.set_defaults(run=cmd_tokens_list)
-    revoke = tokens.add_parser("revoke", help="revoke the key with this prefix")
-    revoke.add_argument("prefix")
-    revoke.set_defaults(run=cmd_tokens_revoke)
+    create = command(tokens, "create", "create a key and print it, alone on the last line",
+                     cmd_tokens_create)
+    create.add_argument("--user", required=True, metavar="EMAIL", help="the key's owner")
+    create.add_argument("--name", required=True, help="what the key is for, e.g. 'laptop'")
+    listing = command(tokens, "list", "list a user's keys: name, prefix, created, last used, "
+                                      "state", cmd_tokens_list)
+    listing.add_argument("--user", required=True, metavar="EMAIL", help="the keys' owner")
+    revoke = command(tokens, "revoke", "revoke the key with this prefix", cmd_tokens_revoke)
+    revoke.add_argument("prefix", help="the prefix shown by 'tokens list' (at least 6 "
+                                       "characters), or the whole key")
 
-    snapshots = commands.add_parser("snapshots", help="list or switch snapshots").add_subparsers(
+    snapshots = command(commands, "snapshots", "list or switch snapshots").add_subparsers(
         dest="snapshots_command", required=True, metavar="ACTION")
-    snapshots.add_parser("list", help="list kept snapshots").set_defaults(run=cmd_snapshots_list)
-    use = snapshots.add_parser("use", help="switch the service to a kept snapshot")
-    use.add_argument("version")
-    use.set_defaults(run=cmd_snapshots_use)
-    export = commands.add_parser("export", help="export a whole search to a file")
-    export.add_argument("--format", required=True, choices=("ndjson", "csv", "parquet", "arrow"))
-    export.add_argument("--out", required=True, type=Path)
-    export.add_argument("--filters", default="{}", help="the request fields as a JSON object")
+    command(snapshots, "list", "list the kept snapshots: version, created, companies, "
+                               "contacts, rows left out, current", cmd_snapshots_list)
+    use = command(snapshots, "use", "switch the service to a kept snapshot",
+                  cmd_snapshots_use)
+    use.add_argument("version", help="a version shown by 'snapshots list'")
+
+    export = command(commands, "export", "export a whole search of the current snapshot to a "
+                                         "file", cmd_export)
+    export.add_argument("--format", required=True, choices=("ndjson", "csv", "parquet", "arrow"),
+                        help="file format")
+    export.add_argument("--out", required=True, type=Path, metavar="FILE",
+                        help="the file to write (it appears only when whole)")
+    export.add_argument("--filters", default="{}", metavar="JSON",
+                        help="the export's request fields as a JSON object, e.g. "
+                             "'{\"seniorities\": [\"VP\"], \"limit\": 1000}'")
     export.add_argument("--companies", action="store_true",
-                        help="export companies (default: contacts)")
-    export.set_defaults(run=cmd_export)
+                        help="export companies instead of contacts")
     return parser
 
 
@@ -156,6 +242,9 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     from .generate import generate_drop
     from .progress import ProgressBar
 
+    if args.out.exists() and not args.out.is_dir():
+        raise CommandError(f"--out {args.out} is a file; give a folder for the drop (made if "
+                           "missing)")
     with ProgressBar() as bar:
         counts = generate_drop(args.out, args.companies, args.contacts, seed=args.seed,
                                fmt=args.format, progress=bar.update)
@@ -190,7 +279,8 @@ def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_users_create(args: argparse.Namespace, settings: Settings) -> int:
-    user = _accounts(settings).create_user(args.email, _read_password(args.password_stdin))
+    accounts = _accounts(settings, create=True)
+    user = accounts.create_user(args.email, _read_password(args.password_stdin))
     print(f"created user {user.email}")
     return 0
 
@@ -233,7 +323,10 @@ def cmd_snapshots_list(args: argparse.Namespace, settings: Settings) -> int:
     from .snapshots import SnapshotStore
 
     rows = []
-    for manifest in SnapshotStore(settings.data_dir, settings.keep_snapshots).versions():
+    manifests = SnapshotStore(settings.data_dir, settings.keep_snapshots).versions()
+    if not manifests:  # not an error, but say where it looked: on stderr, stdout stays empty
+        print(f"no snapshots kept in {settings.data_dir} (QUARRY_DATA_DIR)", file=sys.stderr)
+    for manifest in manifests:
         rejected = {name: sum(reasons.values())
                     for name, reasons in manifest["rejected"].items()}
         rows.append((manifest["version"], manifest["created_at"],
@@ -258,6 +351,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from .progress import ProgressBar
 
     use_jemalloc()
+    _check_output_file(args.out)
     with ProgressBar() as bar:
         rows = export_to_file(settings, args.filters, args.format, args.out,
                               companies=args.companies, progress=bar.update)
@@ -268,10 +362,26 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _accounts(settings: Settings):
+def _accounts(settings: Settings, create: bool = False):
+    """The users database; only `users create` may make it, so that a command run with the
+    wrong QUARRY_DATA_DIR says where it looked instead of leaving an empty database there."""
     from .accounts import Accounts
 
+    if not create and not settings.db_path.exists():
+        raise CommandError(f"no users database at {settings.db_path}; 'quarry users create "
+                           "EMAIL' makes it (QUARRY_DB or QUARRY_DATA_DIR say where it is)")
     return Accounts(settings.db_path)
+
+
+def _check_output_file(path: Path) -> None:
+    """Before the work starts: an export of millions of records must not fail at its end."""
+    folder = path.absolute().parent
+    if path.is_dir():
+        raise CommandError(f"--out {path} is a folder; give a file name in it")
+    if not folder.is_dir():
+        raise CommandError(f"--out {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CommandError(f"--out {path}: cannot write in the folder {folder}")
 
 
 def _read_password(from_stdin: bool) -> str:

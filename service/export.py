@@ -512,7 +512,7 @@ def export_to_file(
     """
     from .envelope import ApiError
     from .search_requests import parse_json_body
-    from .snapshots import SnapshotStore
+    from .snapshots import SnapshotStore, missing_snapshot
 
     target = CompanyExport if companies else ContactExport
     try:
@@ -521,7 +521,9 @@ def export_to_file(
         raise ValueError(f"--filters is not valid JSON: {exc}") from None
     if not isinstance(fields, dict):
         raise ValueError("--filters must be a JSON object of request fields")
-    fields.setdefault("format", fmt)
+    if fields.setdefault("format", fmt) != fmt:
+        raise ValueError(f"--filters has format {fields['format']!r} and --format is {fmt!r}; "
+                         "give the format once, with --format")
     try:
         request = parse_json_body(
             json.dumps(fields).encode(),
@@ -533,7 +535,7 @@ def export_to_file(
     store = SnapshotStore(settings.data_dir)
     version = store.current_version()
     if version is None:
-        raise ValueError("no data snapshot has been loaded yet; run 'quarry refresh' first")
+        raise missing_snapshot(settings.data_dir)
     source = ExportSource(store.path_of(version))
     query = compile_export_query(request)
     partial = out.with_name(f".{out.name}.partial")

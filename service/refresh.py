@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,12 +59,54 @@ class RefreshResult:
     seconds: float
 
 
-Progress = Callable[[str], None]
+# Called with each stage's name and, for a stage that can tell, a function that says how much
+# of it is done (see StageLog in service/progress.py).
+Progress = Callable[[str, Callable[[], float | None] | None], None]
+
+
+class _Meter:
+    """How much of the running stage is done: its statements run so far plus DuckDB's own
+    estimate for the one running (`query_progress`, safe to read from another thread while a
+    statement runs). Each statement is one step, whatever its cost: a crude but steady share
+    for a stage that would otherwise show nothing for a minute at 10M contacts."""
+
+    def __init__(self, db: duckdb.DuckDBPyConnection):
+        self._db: duckdb.DuckDBPyConnection | None = db
+        self._lock = threading.Lock()
+        self.statements = self.done = 1
+        self._stale = self._high = 0.0
+
+    def start(self, statements: int) -> Callable[[], float | None]:
+        with self._lock:
+            self.statements, self.done, self._high = max(1, statements), 0, 0.0
+            self._stale = self._db.query_progress() if self._db is not None else 0.0
+        return self.share
+
+    def advance(self) -> None:
+        """A statement is done. DuckDB keeps answering the finished query's progress until the
+        next one has its own: that value must not count for the next statement."""
+        with self._lock:
+            self.done += 1
+            self._stale = self._db.query_progress() if self._db is not None else 0.0
+
+    def share(self) -> float | None:
+        with self._lock:  # never ask a connection that is being closed
+            if self._db is None:
+                return None
+            running = self._db.query_progress()
+            part = running / 100 if running > 0 and running != self._stale else 0.0
+            # Never backwards within a stage.
+            self._high = max(self._high, min(self.done + part, self.done + 1) / self.statements)
+            return min(self._high, 1.0)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._db = None
 
 
 def refresh(store: SnapshotStore, source: Path, *, max_bad_share: float = 0.01,
             memory_limit: str = "4GB", threads: int | None = None,
-            progress: Progress = lambda message: None) -> RefreshResult:
+            progress: Progress = lambda message, share=None: None) -> RefreshResult:
     """Build a snapshot from the drop in `source` and switch the store to it."""
     started = time.monotonic()
     if not 0 <= max_bad_share <= 1:
@@ -71,9 +114,9 @@ def refresh(store: SnapshotStore, source: Path, *, max_bad_share: float = 0.01,
     files = {name: _drop_file(source, name) for name in ("companies", "contacts")}
     stage = ["preparing the build"]
 
-    def step(message: str) -> None:
+    def step(message: str, share: Callable[[], float | None] | None = None) -> None:
         stage[0] = message
-        progress(message)
+        progress(message, share)
 
     with store.refresh_lock():
         version = new_version()
@@ -117,6 +160,9 @@ def _reraise_with_stage(exc: BaseException, stage: str, store: SnapshotStore) ->
 
 
 def _drop_file(source: Path, name: str) -> Path:
+    if source.exists() and not source.is_dir():
+        raise RefreshError(f"drop folder {source} is a file; give the folder that holds "
+                           "companies and contacts (.parquet or .csv)")
     if not source.is_dir():
         raise RefreshError(f"drop folder {source} does not exist")
     for suffix in (".parquet", ".csv"):
@@ -134,41 +180,51 @@ def _build(work: Path, version: str, files: dict[str, Path], max_bad_share: floa
     if threads:
         config["threads"] = threads
     staging = duckdb.connect(str(work / "staging.duckdb"), config=config)
+    meter = _Meter(staging)
     try:
+        # DuckDB tracks each query's progress (read by _Meter) but prints nothing itself.
+        staging.execute("SET enable_progress_bar = true")
+        staging.execute("SET enable_progress_bar_print = false")
         staging.execute(f"CREATE MACRO whitespace_chars() AS {_sql_string(WHITESPACE)}")
         progress("checking files and columns")
         loads = _check_files(staging, files)
         for name, path in files.items():
-            progress(f"reading {path.name}")
+            progress(f"reading {path.name}", meter.start(1))
             _load_raw(staging, name, path, *loads[name])
-        progress("checking company rows")
-        _run_sql_file(staging, SQL_DIR / "refresh" / "1_check_companies.sql")
-        progress("checking contact rows")
-        _run_sql_file(staging, SQL_DIR / "refresh" / "2_check_contacts.sql")
-        rejected = _rejected_counts(staging)
-        totals = {name: staging.execute(f"SELECT count(*) FROM raw_{name}").fetchone()[0]
-                  for name in ("companies", "contacts")}
-        _refuse_if_too_bad(rejected, totals, max_bad_share)
+        # Each file's share of bad rows is judged as soon as it is checked, so that a refusal
+        # comes under the stage that found it.
+        rejected, totals = {}, {}
+        for name, row, script in (("companies", "company", "1_check_companies.sql"),
+                                  ("contacts", "contact", "2_check_contacts.sql")):
+            progress(f"checking {row} rows",
+                     meter.start(_statements(SQL_DIR / "refresh" / script)))
+            _run_sql_file(staging, SQL_DIR / "refresh" / script, meter)
+            rejected[name] = _rejected_counts(staging, name)
+            totals[name] = staging.execute(f"SELECT count(*) FROM raw_{name}").fetchone()[0]
+            _refuse_if_too_bad(name, rejected[name], totals[name], max_bad_share)
 
-        progress("building query tables")
+        build, views = SQL_DIR / "refresh" / "3_build_snapshot.sql", SQL_DIR / "views.sql"
+        progress("building query tables", meter.start(_statements(build) + _statements(views)))
         staging.execute("ATTACH ? AS snap", [str(work / "quarry.duckdb")])
-        _run_sql_file(staging, SQL_DIR / "refresh" / "3_build_snapshot.sql")
+        _run_sql_file(staging, build, meter)
         staging.execute("USE snap")
-        _run_sql_file(staging, SQL_DIR / "views.sql")
+        _run_sql_file(staging, views, meter)
         staging.execute("USE staging")
-        progress("rendering records")
+        records = SQL_DIR / "refresh" / "4_build_records.sql"
+        progress("rendering records", meter.start(_statements(records)))
         # Small row groups: a page fetches its records by position, and zone maps then skip
         # all but one vector per record (measured: README, Performance).
         staging.execute(f"ATTACH ? AS rec (ROW_GROUP_SIZE {RECORDS_ROW_GROUP})",
                         [str(work / "records.duckdb")])
-        _run_sql_file(staging, SQL_DIR / "refresh" / "4_build_records.sql")
+        _run_sql_file(staging, records, meter)
         staging.execute("DETACH rec")
-        progress("writing Parquet files")
-        _write_parquet(staging, work)
+        progress("writing Parquet files", meter.start(3))
+        _write_parquet(staging, work, meter)
         counts = {name: staging.execute(f"SELECT count(*) FROM snap.{table}").fetchone()[0]
                   for name, table in (("companies", "company"), ("contacts", "contact"))}
         staging.execute("DETACH snap")
     finally:
+        meter.stop()
         staging.close()
     (work / "staging.duckdb").unlink()
     shutil.rmtree(work / "spill", ignore_errors=True)
@@ -290,32 +346,29 @@ def _raw_column(column: str, source_type: str) -> str | None:
     return None
 
 
-def _rejected_counts(db: duckdb.DuckDBPyConnection) -> dict[str, dict[str, int]]:
-    counts: dict[str, dict[str, int]] = {"companies": {}, "contacts": {}}
-    for name in counts:
-        rows = db.execute(f"SELECT reason, count(*) FROM checked_{name} WHERE reason IS NOT NULL "
-                          "GROUP BY reason ORDER BY reason").fetchall()
-        counts[name] = dict(rows)
-    return counts
+def _rejected_counts(db: duckdb.DuckDBPyConnection, name: str) -> dict[str, int]:
+    rows = db.execute(f"SELECT reason, count(*) FROM checked_{name} WHERE reason IS NOT NULL "
+                      "GROUP BY reason ORDER BY reason").fetchall()
+    return dict(rows)
 
 
-def _refuse_if_too_bad(rejected: dict[str, dict[str, int]], totals: dict[str, int],
+def _refuse_if_too_bad(name: str, reasons: dict[str, int], total: int,
                        max_bad_share: float) -> None:
-    for name, reasons in rejected.items():
-        bad = sum(reasons.values())
-        if totals[name] and bad / totals[name] > max_bad_share:
-            top = ", ".join(f"{reason}: {count}" for reason, count in
-                            sorted(reasons.items(), key=lambda item: -item[1])[:3])
-            raise RefreshError(
-                f"refused: {bad} of {totals[name]} {name} rows are bad "
-                f"({bad / totals[name]:.2%} > --max-bad-share {max_bad_share:.2%}); {top}")
+    bad = sum(reasons.values())
+    if total and bad / total > max_bad_share:
+        top = ", ".join(f"{reason}: {count}" for reason, count in
+                        sorted(reasons.items(), key=lambda item: -item[1])[:3])
+        raise RefreshError(
+            f"refused: {bad} of {total} {name} rows are bad "
+            f"({bad / total:.2%} > --max-bad-share {max_bad_share:.2%}); {top}")
 
 
-def _write_parquet(db: duckdb.DuckDBPyConnection, work: Path) -> None:
+def _write_parquet(db: duckdb.DuckDBPyConnection, work: Path, meter: _Meter) -> None:
     """The snapshot's data of record, and the report of every rejected row."""
     for view in ("companies", "contacts"):
         db.execute(f"COPY (SELECT * FROM snap.{view}) TO ? (FORMAT parquet)",
                    [str(work / f"{view}.parquet")])
+        meter.advance()
     db.execute(
         "COPY ("
         " SELECT 'companies' AS file, c.source_row, c.id, c.reason, to_json(r) AS original"
@@ -329,9 +382,14 @@ def _write_parquet(db: duckdb.DuckDBPyConnection, work: Path) -> None:
         ") TO ? (FORMAT parquet)", [str(work / "rejects.parquet")])
 
 
-def _run_sql_file(db: duckdb.DuckDBPyConnection, path: Path) -> None:
+def _run_sql_file(db: duckdb.DuckDBPyConnection, path: Path, meter: _Meter) -> None:
     for statement in duckdb.extract_statements(path.read_text()):
         db.execute(statement)
+        meter.advance()
+
+
+def _statements(path: Path) -> int:
+    return len(duckdb.extract_statements(path.read_text()))
 
 
 def _sql_string(text: str) -> str:

@@ -45,6 +45,12 @@ class NoSnapshot(SnapshotError):
     """No snapshot has been loaded yet."""
 
 
+def missing_snapshot(data_dir: Path) -> NoSnapshot:
+    """For an offline command: where it looked, since the usual cause is the wrong folder."""
+    return NoSnapshot(f"no data snapshot in {data_dir} yet (QUARRY_DATA_DIR); run 'quarry "
+                      "refresh --source DIR' first")
+
+
 def new_version() -> str:
     """Sorts by creation time; refreshes run one at a time, so microseconds make it unique."""
     now = time.time()
@@ -83,9 +89,9 @@ class SnapshotStore:
     def switch_to(self, version: str) -> None:
         """Point the service at a kept snapshot, in one atomic step. A failure (a full disk)
         leaves CURRENT as it was and no temporary file behind."""
+        self._check_kept(version)  # before the lock, which makes the data folder
         with self._pointer_lock():
-            if not (self.path_of(version) / "manifest.json").is_file():
-                raise SnapshotError(f"no kept snapshot {version!r}; see 'quarry snapshots list'")
+            self._check_kept(version)
             temporary = self.data_dir / f"{TEMPORARY_POINTER}{os.getpid()}"
             try:
                 with open(temporary, "w") as handle:
@@ -100,6 +106,11 @@ class SnapshotStore:
                                         f"{version}; CURRENT is unchanged") from None
                 raise
             _fsync_dir(self.data_dir)
+
+    def _check_kept(self, version: str) -> None:
+        if not (self.path_of(version) / "manifest.json").is_file():
+            raise SnapshotError(f"no kept snapshot {version!r} in {self.snapshots_dir}; see "
+                                "'quarry snapshots list'")
 
     @contextlib.contextmanager
     def _pointer_lock(self) -> Iterator[None]:
@@ -298,5 +309,5 @@ def open_current_snapshot(settings: Any) -> Snapshot:
     store = SnapshotStore(settings.data_dir)
     version = store.current_version()
     if version is None:
-        raise NoSnapshot("no data snapshot has been loaded yet; run 'quarry refresh' first")
+        raise missing_snapshot(settings.data_dir)
     return open_snapshot(store, version, {"memory_limit": settings.refresh_memory_limit})

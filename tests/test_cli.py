@@ -147,3 +147,112 @@ def test_bad_environment_is_one_line(data_dir):
     done = subprocess.run([*QUARRY, "snapshots", "list"], capture_output=True, text=True,
                           env=env, cwd=REPO)
     assert_refused(done, "QUARRY_QUERY_TIMEOUT_MS")
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["export", "--format", "xlsx", "--out", "x.xlsx"], "export --format: invalid choice: 'xlsx'"),
+    (["refresh", "--source", ".", "--max-bad-share", "abc"],
+     "--max-bad-share: must be a number from 0 to 1, got 'abc'"),
+    (["frobnicate"], "unknown command 'frobnicate'"),
+    (["export", "--out", "x.csv"], "required: --format"),
+    (["tokens"], "tokens: give an action"),
+    (["serve", "--port", "http"], "--port: must be a whole number"),
+    (["generate", "--out", "d", "--contacts", "-5"], "--contacts: must be a whole number"),
+])
+def test_usage_errors_are_one_line(data_dir, args, fragment):
+    done = quarry(data_dir, *args, check=False)
+    assert_refused(done, fragment)
+    assert done.returncode == 2 and "usage:" not in done.stderr
+
+
+def _parsers(parser):
+    """The parser and every (sub)command parser under it."""
+    import argparse
+
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                yield from _parsers(sub)
+
+
+def test_help_describes_every_option_and_its_default():
+    from service.cli import build_parser
+
+    checked = 0
+    for parser in _parsers(build_parser()):
+        assert parser.description, parser.prog
+        text = " ".join(parser.format_help().split())
+        for action in parser._actions:
+            if action.dest == "help" or action.help is None and action.choices:
+                continue
+            assert action.help, f"{parser.prog} {action.dest} has no description"
+            if action.option_strings and action.default not in (None, False):
+                assert f"(default: {action.default})" in text, (parser.prog, action.dest)
+                checked += 1
+    assert checked >= 8
+    shown = quarry(REPO, "refresh", "--help").stdout
+    assert "(default: 0.01)" in " ".join(shown.split())
+
+
+def test_export_checks_its_arguments_before_exporting(data_dir, fixture_drop, tmp_path):
+    quarry(data_dir, "refresh", "--source", str(fixture_drop))
+    out = tmp_path / "x.csv"
+    conflict = quarry(data_dir, "export", "--format", "csv", "--out", str(out), "--filters",
+                      '{"format": "parquet"}', check=False)
+    assert_refused(conflict, "--filters has format 'parquet' and --format is 'csv'")
+    assert not out.exists() and conflict.returncode == 2
+    assert_refused(quarry(data_dir, "export", "--format", "csv", "--out", str(tmp_path),
+                          check=False), f"--out {tmp_path} is a folder")
+    missing = tmp_path / "nowhere" / "x.csv"
+    done = quarry(data_dir, "export", "--format", "csv", "--out", str(missing), check=False)
+    assert_refused(done, f"the folder {missing.parent} does not exist")
+    assert "Errno" not in done.stderr
+    # The same format named twice is no conflict.
+    quarry(data_dir, "export", "--format", "csv", "--out", str(out), "--filters",
+           '{"format": "csv", "limit": 3}')
+    assert len(out.read_text().splitlines()) == 4
+
+
+def test_paths_of_the_wrong_kind_are_named(data_dir, tmp_path):
+    a_file = tmp_path / "drop.parquet"
+    a_file.write_text("not a folder")
+    assert_refused(quarry(data_dir, "generate", "--out", str(a_file), check=False),
+                   f"--out {a_file} is a file; give a folder")
+    assert_refused(quarry(data_dir, "refresh", "--source", str(a_file), check=False),
+                   f"drop folder {a_file} is a file")
+
+
+def test_commands_run_elsewhere_say_where_they_looked(tmp_path):
+    """Run from a folder without data (no QUARRY_DATA_DIR): every error names the folder or
+    database it looked in, and a command that only reads leaves nothing behind."""
+    env = {k: v for k, v in os.environ.items() if k not in ("QUARRY_DATA_DIR", "QUARRY_DB")}
+    script = tmp_path / "q.sql"
+    script.write_text("SELECT 1;")
+
+    def run(*args):
+        return subprocess.run([*QUARRY, *args], capture_output=True, text=True, env=env,
+                              cwd=tmp_path, timeout=120)
+
+    data, db = tmp_path / "data", tmp_path / "data" / "quarry.db"
+    assert_refused(run("sql", str(script)), f"no data snapshot in {data} yet")
+    assert_refused(run("export", "--format", "csv", "--out", "x.csv"),
+                   f"no data snapshot in {data}")
+    for args in (["tokens", "list", "--user", "ana@example.com"],
+                 ["tokens", "create", "--user", "ana@example.com", "--name", "x"],
+                 ["tokens", "revoke", "qry_abcdefgh"]):
+        assert_refused(run(*args), f"no users database at {db}")
+    assert_refused(run("snapshots", "use", "20260101T000000Z-000000"),
+                   f"no kept snapshot '20260101T000000Z-000000' in {data / 'snapshots'}")
+    listing = run("snapshots", "list")
+    assert listing.returncode == 0 and listing.stdout == ""
+    assert str(data) in listing.stderr
+    assert not data.exists()
+    created = subprocess.run([*QUARRY, "users", "create", "ana@example.com", "--password-stdin"],
+                             input="a long password\n", capture_output=True, text=True, env=env,
+                             cwd=tmp_path, timeout=120)
+    assert created.returncode == 0, created.stderr
+    assert_refused(run("tokens", "list", "--user", "bob@example.com"),
+                   f"no user bob@example.com in the users database {db}")
+    assert_refused(run("tokens", "revoke", "qry_abcdefgh"),
+                   f"no key with prefix qry_abcdefgh in the users database {db}")

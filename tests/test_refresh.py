@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import duckdb
@@ -210,3 +213,95 @@ def test_views_have_the_drop_schema(data_dir, fixture_drop):
     parquet = store.path_of(store.current_version()) / "contacts.parquet"
     assert pq.read_metadata(parquet).num_rows == db.execute(
         "SELECT count(*) FROM contacts").fetchone()[0]
+
+
+def test_bad_company_share_is_refused_under_its_own_stage(data_dir, tmp_path):
+    from tests.serving import assert_refresh_refused
+    from tests.test_cli import quarry
+
+    companies, contacts = good_rows(100)
+    companies[0]["employee_count"] = "-1"
+    companies[1]["name"] = ""  # 2% of companies are bad (and so are their 2 contacts)
+    done = quarry(data_dir, "refresh", "--source",
+                  str(csv_drop(tmp_path / "drop", companies, contacts)), check=False)
+    assert_refresh_refused(done, "2 of 100 companies rows are bad")
+    stages = done.stderr.splitlines()[:-1]
+    assert stages[-1].startswith("  checking company rows ... failed in"), done.stderr
+    assert "checking contact rows" not in done.stderr
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_long_stage_shows_it_is_alive():
+    """Off a terminal: a line per `every` seconds with the share done and the time so far,
+    then the stage's own line; on a terminal: a bar redrawn in place."""
+    from service.progress import StageLog
+
+    log = io.StringIO()
+    with StageLog(log, every=0.3) as stages:
+        stages.stage("crunching", lambda: 0.5)
+        time.sleep(1.0)
+        stages.stage("quick")
+    lines = log.getvalue().splitlines()
+    assert lines[0] == "  crunching ..."
+    ticks = lines[1:-2]
+    assert 2 <= len(ticks) <= 4 and all(re.fullmatch(r"  crunching \.\.\. 50% after \ds", line)
+                                        for line in ticks), lines
+    assert re.fullmatch(r"  crunching \.\.\. done in 1\.\ds", lines[-2]), lines
+    assert re.fullmatch(r"  quick \.\.\. done in 0\.\ds", lines[-1]), lines
+
+    screen = Terminal()
+    with StageLog(screen) as stages:
+        stages.stage("crunching", lambda: 0.5)
+        time.sleep(0.5)
+    assert f"\r\x1b[K  crunching ... [{'#' * 15}{'-' * 15}]  50%" in screen.getvalue()
+    assert screen.getvalue().endswith("\r\x1b[K  crunching ... done in 0.5s\n")
+
+
+@pytest.fixture(scope="module")
+def seconds_drop(tmp_path_factory) -> Path:
+    """A drop whose refresh stages take a second or more each."""
+    from service.generate import generate_drop
+
+    drop = tmp_path_factory.mktemp("seconds") / "drop"
+    generate_drop(drop, 10_000, 100_000, seed=3)
+    return drop
+
+
+def test_refresh_on_a_terminal_shows_a_bar_per_stage(data_dir, seconds_drop):
+    """`quarry refresh` with its stderr on a terminal (a pty): DuckDB's progress of the stage's
+    statements, as a bar that moves."""
+    import os
+    import pty
+    import subprocess
+
+    from tests.serving import env_for
+    from tests.test_cli import QUARRY, REPO
+
+    main, child = pty.openpty()
+    process = subprocess.Popen([*QUARRY, "refresh", "--source", str(seconds_drop)], cwd=REPO,
+                               env=env_for(data_dir), stdout=subprocess.DEVNULL, stderr=child)
+    os.close(child)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the child closed its end
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(main)
+    assert process.wait(timeout=120) == 0
+    text = screen.decode()
+    shares = {stage: [int(share) for share in re.findall(
+        rf"\r\x1b\[K  {stage} \.\.\. \[[#-]{{30}}\] +(\d+)%", text)]
+        for stage in ("reading contacts.parquet", "checking contact rows",
+                      "building query tables")}
+    assert any(values and max(values) > 0 for values in shares.values()), text
+    for values in shares.values():
+        assert values == sorted(values)  # never backwards
+    assert "  building query tables ... done in" in text
