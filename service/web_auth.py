@@ -26,6 +26,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from .config import ConfigError
 
 SECRET_FILE = "session-secret"
@@ -122,7 +125,7 @@ class WebSessions:
                 "CREATE TABLE IF NOT EXISTS web_new_keys ("
                 " id INTEGER PRIMARY KEY, session_hash TEXT NOT NULL, user_id INTEGER NOT NULL,"
                 " name TEXT NOT NULL, nonce TEXT NOT NULL, sealed TEXT NOT NULL,"
-                " tag TEXT NOT NULL, expires_at TEXT NOT NULL)")
+                " expires_at TEXT NOT NULL)")
             conn.execute(
                 "CREATE INDEX IF NOT EXISTS web_new_keys_session ON web_new_keys (session_hash)")
 
@@ -167,16 +170,16 @@ class WebSessions:
 
     def hold_new_key(self, session_id: str, user_id: int, key: str, name: str) -> None:
         """Keep `key` for the next `take_new_keys` of this session, sealed with its id."""
-        nonce = secrets.token_bytes(16)
-        sealed = _xor(key.encode("ascii"), _keystream(session_id, nonce, len(key)))
+        nonce = secrets.token_bytes(12)
+        sealed = _cipher(session_id).encrypt(nonce, key.encode("ascii"), name.encode())
         now = _now()
         with self._connect() as conn:
             conn.execute("DELETE FROM web_new_keys WHERE expires_at <= ?", (_fmt(now),))
             conn.execute(
-                "INSERT INTO web_new_keys (session_hash, user_id, name, nonce, sealed, tag,"
-                " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO web_new_keys (session_hash, user_id, name, nonce, sealed,"
+                " expires_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (_digest(session_id), user_id, name, nonce.hex(), sealed.hex(),
-                 _tag(session_id, nonce, sealed), _fmt(now + self.new_key_lifetime)))
+                 _fmt(now + self.new_key_lifetime)))
 
     def take_new_keys(self, session_id: str) -> list[NewKey]:
         """The keys held for this session and not yet expired, oldest first; they are deleted,
@@ -186,14 +189,18 @@ class WebSessions:
         with self._connect() as conn:
             rows = conn.execute(
                 "DELETE FROM web_new_keys WHERE session_hash = ?"
-                " RETURNING id, name, nonce, sealed, tag, expires_at",
+                " RETURNING id, name, nonce, sealed, expires_at",
                 (_digest(session_id),)).fetchall()
-        now, held = _fmt(_now()), []
-        for _, name, nonce_hex, sealed_hex, tag, expires_at in sorted(rows):
-            nonce, sealed = bytes.fromhex(nonce_hex), bytes.fromhex(sealed_hex)
-            if expires_at > now and hmac.compare_digest(tag, _tag(session_id, nonce, sealed)):
-                key = _xor(sealed, _keystream(session_id, nonce, len(sealed)))
-                held.append(NewKey(key=key.decode("ascii"), name=name))
+        now, held, cipher = _fmt(_now()), [], _cipher(session_id)
+        for _, name, nonce_hex, sealed_hex, expires_at in sorted(rows):
+            if expires_at <= now:
+                continue
+            try:
+                key = cipher.decrypt(bytes.fromhex(nonce_hex), bytes.fromhex(sealed_hex),
+                                     name.encode())
+            except (InvalidTag, ValueError):  # altered in the database: never shown
+                continue
+            held.append(NewKey(key=key.decode("ascii"), name=name))
         return held
 
     @contextmanager
@@ -208,25 +215,11 @@ def _digest(session_id: str) -> str:
     return hashlib.sha256(session_id.encode("ascii")).hexdigest()
 
 
-# Sealing a held key: a stream cipher with HMAC-SHA256 as the keyed function (counter mode, a
-# fresh random nonce per key) and an HMAC tag over nonce and ciphertext. The standard library
-# has no AES; HMAC-SHA256 is a PRF, which is all counter mode needs. The session id (256 random
-# bits) is the key; the database holds only its SHA-256, from which nothing here can be undone.
-
-def _keystream(session_id: str, nonce: bytes, length: int) -> bytes:
-    secret = session_id.encode("ascii")
-    blocks = (hmac.new(secret, b"quarry new key\0" + nonce + counter.to_bytes(4, "big"),
-                       hashlib.sha256).digest() for counter in range(-(-length // 32)))
-    return b"".join(blocks)[:length]
-
-
-def _tag(session_id: str, nonce: bytes, sealed: bytes) -> str:
-    return hmac.new(session_id.encode("ascii"), b"quarry new key tag\0" + nonce + sealed,
-                    hashlib.sha256).hexdigest()
-
-
-def _xor(data: bytes, stream: bytes) -> bytes:
-    return bytes(a ^ b for a, b in zip(data, stream, strict=True))
+def _cipher(session_id: str) -> AESGCM:
+    """Seals a held key: AES-256-GCM (authenticated; the key's name is bound to it as associated
+    data) under a key derived from the session id. The session id (256 random bits) is only in
+    the cookie; the database holds its SHA-256, from which the cipher key cannot be had."""
+    return AESGCM(hashlib.sha256(b"quarry new key\0" + session_id.encode("ascii")).digest())
 
 
 def _now() -> datetime:
