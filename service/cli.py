@@ -135,7 +135,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     config = uvicorn.Config(create_app(settings), host=args.host, port=args.port,
                             log_level="warning", timeout_graceful_shutdown=10,
-                            **uvicorn_options())
+                            **uvicorn_options(settings))
     configure_access_log()
     print(f"quarry: serving on http://{args.host}:{args.port} (data: {settings.data_dir})",
           file=sys.stderr)
