@@ -20,6 +20,7 @@ from tests.serving import env_for, free_port, running_server
 from tests.test_cli import QUARRY, REPO
 
 HEAD_TIMEOUT = 2.0
+KEEP_ALIVE = 0.5
 MARGIN = 1.5  # the server's timer, the scheduler of a busy 2-core machine
 
 
@@ -106,21 +107,23 @@ class SteadyClient(threading.Thread):
 
 def test_slow_idle_and_dribbling_heads_are_closed_while_others_are_served(data_dir, tmp_path):
     with running_server(data_dir, tmp_path / "serve.log", QUARRY_HEADER_TIMEOUT_S=str(HEAD_TIMEOUT),
-                        QUARRY_KEEP_ALIVE_S="1") as server:
+                        QUARRY_KEEP_ALIVE_S=str(KEEP_ALIVE)) as server:
         port = port_of(server.base)
         steady = SteadyClient(server.base)
         steady.start()
         # 50 slow heads: a request line, then one header byte every 0.3 s (uvicorn stopped its
         # keep-alive timer at each byte and had no deadline for a head); 5 idle connections
-        # that never send a byte; 5 that ask once, then dribble the next head.
+        # that never send a byte; 5 that ask once, then dribble the next head; 5 that ask once,
+        # then say nothing (closed after the keep-alive time, sooner than the head deadline).
         slow = [connect(port) for _ in range(50)]
         for sock in slow:
             sock.send(b"GET /health HTTP/1.1\r\nHost: x\r\n")
         idle = [connect(port) for _ in range(5)]
-        kept = [connect(port) for _ in range(5)]
+        kept = [connect(port) for _ in range(10)]
         for sock in kept:
             sock.send(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
             assert read_answer(sock).startswith(b"HTTP/1.1 200 ")
+        for sock in kept[:5]:
             sock.send(b"G")
         opened = time.monotonic()
         closed: dict[int, tuple[float, bytes]] = {}
@@ -133,7 +136,7 @@ def test_slow_idle_and_dribbling_heads_are_closed_while_others_are_served(data_d
                 if sent is not None:
                     closed[i] = (time.monotonic() - opened, sent)
                     continue
-                if i < len(slow) or i >= len(slow) + len(idle):
+                if i < len(slow) or len(slow) + len(idle) <= i < len(everyone) - 5:
                     dribble(sock, rounds)
             time.sleep(0.3)
             rounds += 1
@@ -145,6 +148,8 @@ def test_slow_idle_and_dribbling_heads_are_closed_while_others_are_served(data_d
     latest = max(seconds for seconds, _ in closed.values())
     assert latest < HEAD_TIMEOUT + MARGIN, latest
     assert all(sent == b"" for _, sent in closed.values())  # closed without an answer
+    quiet = [closed[i][0] for i in range(len(everyone) - 5, len(everyone))]
+    assert max(quiet) < HEAD_TIMEOUT - 0.2, quiet
     assert not steady.failures, steady.failures[:3]
     assert len(steady.answers) >= 20
     assert {status for status, _ in steady.answers} == {200}
