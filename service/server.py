@@ -28,7 +28,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -45,7 +44,6 @@ class BoundedConnection(h11.Connection):
     large body chunks to its transport itself (`send`)."""
 
     transport: asyncio.Transport | None = None  # set once the connection is made
-    on_head: Callable[[], None] = staticmethod(lambda: None)  # a whole request head has come
 
     def send(self, event):
         """As h11's, but a Data event of PASS_THROUGH_BYTES or more is written to the
@@ -61,10 +59,8 @@ class BoundedConnection(h11.Connection):
 
     def next_event(self):
         event = super().next_event()
-        if isinstance(event, h11.Request):
-            if head_size(event) > MAX_HEADER_BYTES:
-                raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
-            self.on_head()
+        if isinstance(event, h11.Request) and head_size(event) > MAX_HEADER_BYTES:
+            raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
         return event
 
 
@@ -84,7 +80,6 @@ class EnvelopeH11Protocol(H11Protocol):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.conn = BoundedConnection(h11.SERVER, MAX_HEADER_BYTES)
-        self.conn.on_head = self._head_came
         self.head_deadline: asyncio.TimerHandle | None = None
         self.refused = False
 
@@ -94,34 +89,41 @@ class EnvelopeH11Protocol(H11Protocol):
         if len(self.connections) > self.max_connections:
             self._refuse()
         else:
-            self._await_head()
+            self._watch_head()
 
     def data_received(self, data: bytes) -> None:
         if not self.refused:  # a refused connection's request is dropped unread
             super().data_received(data)
+            self._watch_head()
 
     def on_response_complete(self) -> None:
-        # Armed before uvicorn takes up a pipelined request, whose head then disarms it.
-        self._await_head()
-        super().on_response_complete()
+        super().on_response_complete()  # may take up a pipelined request
+        self._watch_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._head_came()
+        self._stop_watch()
         super().connection_lost(exc)
 
-    def _await_head(self) -> None:
-        self._head_came()
-        self.head_deadline = self.loop.call_later(self.header_timeout_s, self._head_too_late)
+    def _watch_head(self) -> None:
+        """The deadline runs while no request is being served: from the connection's start, or
+        from the end of an answer, until a whole request head has come (uvicorn then starts
+        serving it). The state is read here rather than told by a callback from h11's
+        connection: that would make a reference cycle, keeping a closed connection's last
+        request, and the snapshot it used, alive until the garbage collector ran."""
+        serving = self.cycle is not None and not self.cycle.response_complete
+        if serving or self.transport.is_closing():
+            self._stop_watch()
+        elif self.head_deadline is None:
+            self.head_deadline = self.loop.call_later(self.header_timeout_s, self._too_late)
 
-    def _head_came(self) -> None:
+    def _stop_watch(self) -> None:
         if self.head_deadline is not None:
             self.head_deadline.cancel()
             self.head_deadline = None
 
-    def _head_too_late(self) -> None:
+    def _too_late(self) -> None:
         self.head_deadline = None
-        if self.cycle is None or self.cycle.response_complete:  # no request is being served
-            self.transport.close()
+        self.transport.close()
 
     def _refuse(self) -> None:
         """503 at once; not counted as open, so uvicorn's shutdown does not wait for it. The
