@@ -107,9 +107,8 @@ class EnvelopeH11Protocol(H11Protocol):
     def _watch_head(self) -> None:
         """The deadline runs while no request is being served: from the connection's start, or
         from the end of an answer, until a whole request head has come (uvicorn then starts
-        serving it). The state is read here rather than told by a callback from h11's
-        connection: that would make a reference cycle, keeping a closed connection's last
-        request, and the snapshot it used, alive until the garbage collector ran."""
+        serving it). Called after uvicorn has handled each event, so its own state says
+        whether a request is being served; no hook inside h11's connection is needed."""
         serving = self.cycle is not None and not self.cycle.response_complete
         if serving or self.transport.is_closing():
             self._stop_watch()
