@@ -229,7 +229,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     config = uvicorn.Config(create_app(settings), host=args.host, port=args.port,
                             log_level="warning", timeout_graceful_shutdown=10,
-                            **uvicorn_options())
+                            **uvicorn_options(settings))
     configure_access_log()
     configure_logging()  # after Config, which set up uvicorn's plain-text handlers: now JSON
     logging.getLogger("quarry").info("serving on http://%s:%s (data: %s)", args.host, args.port,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +24,10 @@ class Settings:
     duckdb_memory_limit: str
     refresh_memory_limit: str
     keep_snapshots: int
+    trusted_proxies: tuple[str, ...]  # empty: no forwarded header is believed
+    header_timeout_s: float
+    keep_alive_s: float
+    max_connections: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -38,6 +44,11 @@ class Settings:
             duckdb_memory_limit=environ.get("QUARRY_DUCKDB_MEMORY_LIMIT") or "1GB",
             refresh_memory_limit=environ.get("QUARRY_REFRESH_MEMORY_LIMIT") or "3GB",
             keep_snapshots=_number(environ, "QUARRY_KEEP_SNAPSHOTS", "3", int, minimum=1),
+            trusted_proxies=_networks(environ, "QUARRY_TRUSTED_PROXIES"),
+            header_timeout_s=_number(
+                environ, "QUARRY_HEADER_TIMEOUT_S", "10", float, minimum=0.1),
+            keep_alive_s=_number(environ, "QUARRY_KEEP_ALIVE_S", "5", float, minimum=0.1),
+            max_connections=_number(environ, "QUARRY_MAX_CONNECTIONS", "1000", int, minimum=1),
         )
 
 
@@ -47,6 +58,25 @@ def _number(environ: Mapping[str, str], name: str, default: str, kind: type, min
         value = kind(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a {kind.__name__} number, got {raw!r}") from None
+    if not math.isfinite(value):  # float() takes "nan" and "inf"
+        raise ConfigError(f"{name} must be a finite number, got {raw!r}")
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
     return value
+
+
+def _networks(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated addresses or CIDR networks, each checked here and written the one way
+    uvicorn reads it: uvicorn itself would take a typo, or 10.0.0.1/8, as a literal host name
+    that never matches, and so silently believe no proxy."""
+    raw = environ.get(name) or ""
+    networks = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        try:
+            network = ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError(f"{name} must list IP addresses or networks (CIDR) separated by "
+                              f"commas, got {item!r}") from None
+        networks.append(str(network.network_address) if network.num_addresses == 1
+                        else str(network))
+    return tuple(networks)

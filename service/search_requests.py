@@ -21,6 +21,7 @@ from .envelope import ApiError, ErrorObject, problem
 MAX_STRING = 200
 MAX_VALUES = 100
 MAX_WINDOW = 10_000  # page * per_page
+MAX_LIMIT = 2**63 - 1  # DuckDB's LIMIT takes a BIGINT; a larger export limit would fail there
 
 Value = Annotated[str, Meta(min_length=1, max_length=MAX_STRING)]
 Values = Annotated[list[Value], Meta(max_length=MAX_VALUES)] | None
@@ -66,14 +67,17 @@ class ContactSearch(ContactFilters, kw_only=True, forbid_unknown_fields=True):
     per_page: PerPage = 25
 
 
+Limit = Annotated[int, Meta(ge=1, le=MAX_LIMIT)]
+
+
 class CompanyExport(CompanyFilters, kw_only=True, forbid_unknown_fields=True):
     format: ExportFormat = "ndjson"
-    limit: Annotated[int, Meta(ge=1)] | None = None
+    limit: Limit | None = None
 
 
 class ContactExport(ContactFilters, kw_only=True, forbid_unknown_fields=True):
     format: ExportFormat = "ndjson"
-    limit: Annotated[int, Meta(ge=1)] | None = None
+    limit: Limit | None = None
 
 
 SearchRequest = CompanySearch | ContactSearch | CompanyExport | ContactExport
@@ -111,10 +115,19 @@ LOCATION_KINDS = {"city": 3, "state": 2, "country": 1}
 
 
 def parse_json_body(body: bytes, target: type[SearchRequest], endpoint: str) -> SearchRequest:
+    """The body is read as UTF-8 whatever charset its Content-Type names: JSON between systems
+    is UTF-8 (RFC 8259 section 8.1), and no request field needs anything else."""
     try:
         raw = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         raise ApiError.one("invalid_json", f"the request body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:  # msgspec checks the UTF-8 of strings only this way
+        raise ApiError.one("invalid_json", "the request body is not valid JSON: a string in "
+                           "it is not UTF-8; JSON is sent as UTF-8, whatever charset the "
+                           "Content-Type names") from None
+    except RecursionError:  # msgspec recurses once per level of nesting
+        raise ApiError.one("invalid_json", "the request body is not valid JSON for a request: "
+                           "its arrays or objects are nested too deeply") from None
     if not isinstance(raw, dict):
         raise ApiError.one("invalid_json", "the request body must be a JSON object of fields")
     return _validate(raw, target, endpoint, from_text=False)
@@ -223,7 +236,7 @@ def _check_strings(name: str, value: Any, from_text: bool) -> list[str]:
 
 def _check_int(name: str, value: Any, from_text: bool) -> int:
     if from_text:
-        if not re.fullmatch(r"[+-]?\d{1,18}", value.strip()):
+        if not re.fullmatch(r"[+-]?[0-9]{1,18}", value.strip()):  # ASCII digits only
             raise _bad(name, f"'{name}' must be a whole number, got {value!r}")
         value = int(value)
     elif not isinstance(value, int) or isinstance(value, bool):
@@ -236,7 +249,7 @@ def _check_int(name: str, value: Any, from_text: bool) -> int:
 
 
 INT_RANGES: dict[str, tuple[int, int | None]] = {
-    "page": (1, None), "per_page": (1, 100), "limit": (1, None),
+    "page": (1, None), "per_page": (1, 100), "limit": (1, MAX_LIMIT),
 }
 
 
@@ -288,7 +301,9 @@ def _check_timestamp(name: str, value: Any, from_text: bool) -> datetime:
 
 def _check_format(name: str, value: Any, from_text: bool) -> str:
     formats = ("ndjson", "csv", "parquet", "arrow")
-    if not isinstance(value, str) or value.strip().lower() not in formats:
+    if not isinstance(value, str):  # not its repr, which may be a nested array 64 KiB long
+        raise _bad(name, f"'{name}' must be one of {', '.join(formats)}, got {_json_type(value)}")
+    if value.strip().lower() not in formats:
         raise _bad(name, f"'{name}' must be one of {', '.join(formats)}, got {value!r}")
     return value.strip().lower()
 

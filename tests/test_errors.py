@@ -70,6 +70,8 @@ def test_every_problem_is_reported_at_once(client):
     ("page=", "page"), ("page=1&page=2", "page"), ("per_page=ten", "per_page"),
     ("is_decision_maker=yes", "is_decision_maker"), ("job_title=x", "job_title"),
     ("industries=", "industries"),
+    ("page=%EF%BC%92", "page"), ("per_page=%D9%A1", "per_page"),  # not ASCII digits
+    ("page=" + "9" * 40, "page"), ("per_page=99999999999999999999", "per_page"),
 ])
 def test_query_string_rules(client, query, field):
     assert_envelope(client.get(f"/v1/contacts/search?{query}"), 400, "invalid_input", field)
@@ -87,6 +89,41 @@ def test_invalid_json(client, body):
     answer = client.post("/v1/contacts/search", content=body,
                          headers={"content-type": "application/json"})
     assert_envelope(answer, 400, "invalid_json")
+
+
+# Bodies that once got a 500: bytes that are not UTF-8 inside a string (msgspec raises
+# UnicodeDecodeError, not DecodeError), also when the Content-Type names another charset, and
+# nesting deep enough that msgspec runs out of recursion.
+NOT_UTF8 = b'{"industries": ["S\xe3o Paulo"]}'
+DEEP = b'{"industries": ' + b"[" * 1_000 + b"]" * 1_000 + b"}"
+
+
+@pytest.mark.parametrize(("body", "content_type"), [
+    (NOT_UTF8, "application/json"),
+    (NOT_UTF8, "application/json; charset=latin-1"),
+    (b'{"job_titles": ["\xed\xa0\x80"]}', "application/json"),  # a UTF-8-encoded surrogate
+    (DEEP, "application/json"),
+    (b"[" * 1_000 + b"]" * 1_000, "application/json"),
+    (b'{"a":' * 1_000 + b"1" + b"}" * 1_000, "application/json"),
+])
+@pytest.mark.parametrize("path", ["/v1/contacts/search", "/v1/companies/export"])
+def test_unreadable_json_is_invalid_json(client, path, body, content_type):
+    answer = client.post(path, content=body, headers={"content-type": content_type})
+    assert_envelope(answer, 400, "invalid_json")
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "csv", "parquet", "arrow"])
+@pytest.mark.parametrize("limit", [2**63, 2**64 - 1])
+@pytest.mark.parametrize("path", ["/v1/contacts/export", "/v1/companies/export"])
+def test_an_export_limit_past_a_bigint_is_invalid_input(client, path, limit, fmt):
+    # DuckDB's LIMIT takes a BIGINT; past it the streamed formats failed in DuckDB (500)
+    body = assert_envelope(client.post(path, json={"limit": limit, "format": fmt}),
+                           400, "invalid_input", "limit")
+    assert str(2**63 - 1) in body["errors"][0]["details"]
+    largest = client.post(path, json={"limit": 2**63 - 1, "format": fmt})
+    assert largest.status_code == 200
+    assert largest.headers["quarry-total-count"] == client.post(
+        path, json={"format": fmt}).headers["quarry-total-count"]
 
 
 def test_unsupported_media_type(client):
@@ -222,3 +259,10 @@ def test_query_timeout_with_a_one_millisecond_budget(tmp_path, fixture_drop):
             assert_envelope(fresh.post("/v1/contacts/search", json={"job_titles": ["a"]}),
                             503, "query_timeout")
             assert_envelope(fresh.get("/v1/companies/search"), 503, "query_timeout")
+
+
+def test_a_format_of_the_wrong_type_is_named_not_echoed(client):
+    nested = {"format": [[["csv"] * 50] * 20]}
+    body = assert_envelope(client.post("/v1/contacts/export", json=nested),
+                           400, "invalid_input", "format")
+    assert body["errors"][0]["details"].endswith("got an array")
