@@ -262,7 +262,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 def _accounts(settings: Settings):
     from .accounts import Accounts
 
-    return Accounts(settings.db_path)
+    return Accounts(settings.db_path, settings.max_keys_per_user)
 
 
 def _read_password(from_stdin: bool) -> str:

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .accounts import MAX_KEYS_PER_USER
+
 
 class ConfigError(Exception):
     """A one-line reason why an environment variable cannot be used."""
@@ -22,6 +24,9 @@ class Settings:
     duckdb_memory_limit: str
     refresh_memory_limit: str
     keep_snapshots: int
+    max_keys_per_user: int
+    max_exports_per_user: int
+    max_exports: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -38,6 +43,11 @@ class Settings:
             duckdb_memory_limit=environ.get("QUARRY_DUCKDB_MEMORY_LIMIT") or "1GB",
             refresh_memory_limit=environ.get("QUARRY_REFRESH_MEMORY_LIMIT") or "3GB",
             keep_snapshots=_number(environ, "QUARRY_KEEP_SNAPSHOTS", "3", int, minimum=1),
+            max_keys_per_user=_number(environ, "QUARRY_MAX_KEYS_PER_USER",
+                                      str(MAX_KEYS_PER_USER), int, minimum=1),
+            max_exports_per_user=_number(environ, "QUARRY_MAX_EXPORTS_PER_USER", "4", int,
+                                         minimum=1),
+            max_exports=_number(environ, "QUARRY_MAX_EXPORTS", "8", int, minimum=1),
         )
 
 

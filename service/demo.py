@@ -35,7 +35,7 @@ def prepare(settings: Settings, companies: int = 20_000, contacts: int = 200_000
             refresh(store, drop, memory_limit=settings.refresh_memory_limit,
                     progress=stages.stage)
     key_file = settings.data_dir / "demo-key"
-    accounts = Accounts(settings.db_path)
+    accounts = Accounts(settings.db_path, settings.max_keys_per_user)
     if key_file.is_file():
         key = key_file.read_text().strip()
         if accounts.authenticate(key) is not None:
