@@ -48,7 +48,7 @@ from .export import MEDIA_TYPES, ExportStream, compile_export_query
 from .export_slots import ExportSlot, ExportSlots
 from .guard import FailedAuths
 from .openapi import openapi_document, swagger_page
-from .query_slots import QuerySlots
+from .query_slots import QuerySlots, run_query
 from .ratelimit import TokenBuckets
 from .search_requests import (
     CompanyExport,
@@ -312,7 +312,7 @@ async def _in_worker(request: Request, snapshot: Snapshot,
     # than a long wait when this user's share is taken or no slot comes free in time.
     key = request.scope["state"]["api_key"]
     async with request.app.state["query_slots"].slot(key.user_id, key.id):
-        return await anyio.to_thread.run_sync(run)
+        return await run_query(run)
 
 
 class QueryTimeout(Exception):
