@@ -182,7 +182,10 @@ async def run_query(work: Callable[[], Any]) -> Any:
         finally:
             demote.cancel()
             demote.join()  # never renice a thread id after this thread has ended
-            anyio.from_thread.run_sync(done.set, token=token)
+            try:
+                anyio.from_thread.run_sync(done.set, token=token)
+            except anyio.RunFinishedError:
+                pass  # the server stopped meanwhile: nobody waits for the answer
 
     threading.Thread(target=target, name="quarry-query", daemon=True).start()
     with anyio.CancelScope(shield=True):
