@@ -228,32 +228,41 @@ class ExportBody(ASGIStreamingResponse):
     stream (ASGIStreamingResponse.send_body listens for the disconnect).
 
     However the answer ends (whole, the client gone before or during the body, an error
-    sending the headers), `__call__` closes the stream and gives the export slot back: a
-    generator's `finally` would not run for a body never started."""
+    sending the headers), the stream is closed and the export slot given back, once: at the
+    end of the body, before its last message (a client that has it all finds the export
+    closed), or else when `__call__` ends. A generator's `finally` would not run for a body
+    never started."""
 
-    __slots__ = ("export", "slot", "threads", "scope")
+    __slots__ = ("export", "slot", "threads", "scope", "ended")
 
     def __init__(self, export: ExportStream, slot: ExportSlot, threads: anyio.CapacityLimiter,
                  scope: Scope, **kwargs: Any):
         super().__init__(iterator=(), **kwargs)
         self.export, self.slot, self.threads, self.scope = export, slot, threads, scope
+        self.ended = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self.slot.release()
-            note_rows(self.scope, self.export.rows)
-            # A client that went away stops the export: windows not begun are dropped and
-            # the queries running are interrupted.
-            self.export.close()
+            self._end()
 
     async def _stream(self, send: Send) -> None:
         while (chunk := await anyio.to_thread.run_sync(self.export.next_chunk,
                                                        limiter=self.threads)) is not None:
             if chunk:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        self._end()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def _end(self) -> None:
+        if not self.ended:
+            self.ended = True
+            self.slot.release()
+            note_rows(self.scope, self.export.rows)
+            # A client that went away stops the export: windows not begun are dropped and
+            # the queries running are interrupted.
+            self.export.close()
 
 
 # --- operations ------------------------------------------------------------------------------

@@ -324,7 +324,8 @@ def test_a_flooding_key_does_not_slow_another_users_searches(demo_data, tmp_path
 def test_export_limits_per_key_user_and_server_then_the_slots_come_back(demo_data, tmp_path):
     """With 3 exports per user and 4 on the server: the 3rd of a key, the 4th of a user and
     the 5th of the server get 429 with Retry-After while the others stay open unread; once
-    they end (one read to its end, the others' clients gone) every refused one runs."""
+    they end (one read to its end, the others' clients gone) every refused one runs. (A
+    short export ends on the server before its client reads it: only whole ones stay open.)"""
     (k1, k2), (k3,), (k4,) = users_with_keys(demo_data, 2, 1, 1)
     with running_server(demo_data, tmp_path / "serve.log", QUARRY_MAX_EXPORTS_PER_USER="3",
                         QUARRY_MAX_EXPORTS="4") as server:
@@ -351,17 +352,17 @@ def test_export_limits_per_key_user_and_server_then_the_slots_come_back(demo_dat
             assert export(k1).status_code == 200
             assert export(k1).status_code == 200
             refused(export(k1), "this key already runs 2 exports")
-            ending = export(k2, limit=5)  # the user's 3rd: read to its end below
-            assert ending.status_code == 200
+            assert export(k2).status_code == 200  # the user's 3rd
             refused(export(k2), "this account already runs 3 exports")
-            assert export(k3).status_code == 200  # the server's 4th
+            ending = export(k3, format="arrow")  # the server's 4th, read to its end below
+            assert ending.status_code == 200
             refused(export(k4), "the server already runs 4 exports")
             # Searches go on meanwhile.
             search = httpx.post(f"{server.base}/v1/contacts/search", json={"seniorities": ["VP"]},
                                 headers={"Authorization": f"Bearer {k4}"}, timeout=10)
             assert search.status_code == 200
 
-            assert len(ending.read().splitlines()) == 5  # a stream that ends ...
+            assert len(ending.read()) > 0  # a stream that ends ...
             assert eventually(lambda: export(k4, limit=1)) == 200  # ... gives its slot back
             for stream in opened:  # the other clients go away mid-stream
                 stream.__exit__(None, None, None)
