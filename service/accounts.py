@@ -32,6 +32,7 @@ MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024
 MAX_KEY_NAME_LENGTH = 100
 REFUSED_NAME_CATEGORIES = {"Cc", "Cf", "Zl", "Zp"}  # control, format, line/paragraph breaks
+MAX_KEYS_PER_USER = 20  # active keys; the default of QUARRY_MAX_KEYS_PER_USER
 TOUCH_INTERVAL = timedelta(seconds=30)
 BUSY_TIMEOUT_MS = 5000
 TOUCH_BUSY_TIMEOUT_MS = 100  # last_used_at is a nicety: never make a request wait long for it
@@ -42,6 +43,15 @@ SCRYPT_SALT_BYTES, SCRYPT_DKLEN = 16, 32
 
 class AccountError(Exception):
     """One-line, user-facing reason (unknown user, duplicate email, bad prefix...)."""
+
+
+class KeyLimitReached(AccountError):
+    """The user already has as many active keys as allowed (QUARRY_MAX_KEYS_PER_USER)."""
+
+    def __init__(self, email: str, limit: int):
+        super().__init__(f"{email} already has {limit} active keys, the most a user may have "
+                         "(QUARRY_MAX_KEYS_PER_USER); revoke one before creating another")
+        self.limit = limit
 
 
 @dataclass(frozen=True)
@@ -67,8 +77,11 @@ class KeyInfo:
 
 
 class Accounts:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, max_keys_per_user: int = MAX_KEYS_PER_USER) -> None:
         self.path = Path(path)
+        # Every key has its own rate limit and export slots: without a cap a user could
+        # multiply their share of the server by creating keys.
+        self.max_keys_per_user = max_keys_per_user
         self._local = threading.local()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # The file holds password hashes: create it private before SQLite creates it world-readable
@@ -153,6 +166,11 @@ class Accounts:
             user = conn.execute("SELECT id FROM users WHERE email = ?", (email,)).fetchone()
             if user is None:
                 raise AccountError(f"no user {email}")
+            # Counted inside the write transaction, so concurrent creations cannot pass it.
+            active = conn.execute("SELECT count(*) FROM api_keys WHERE user_id = ?"
+                                  " AND revoked_at IS NULL", (user["id"],)).fetchone()[0]
+            if active >= self.max_keys_per_user:
+                raise KeyLimitReached(email, self.max_keys_per_user)
             cur = conn.execute(
                 "INSERT INTO api_keys (user_id, name, prefix, key_hash, created_at)"
                 " VALUES (?, ?, ?, ?, ?)",

@@ -23,7 +23,7 @@ import duckdb
 from litestar import Litestar, Request, Response, get, post
 from litestar.exceptions import HTTPException
 from litestar.response.streaming import ASGIStreamingResponse
-from litestar.types import ASGIApp, Send
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from .access_log import AccessLog, note_rows
 from .accounts import Accounts
@@ -46,6 +46,7 @@ from .envelope import (
     success_body,
 )
 from .export import MEDIA_TYPES, ExportStream, compile_export_query
+from .export_slots import ExportSlot, ExportSlots
 from .front import front_router
 from .gate import (
     API_KEY,
@@ -57,6 +58,7 @@ from .gate import (
     method_not_allowed,
 )
 from .openapi import openapi_document, swagger_page
+from .query_slots import QuerySlots, run_query
 from .ratelimit import TokenBuckets
 from .search_requests import (
     CompanyExport,
@@ -79,7 +81,7 @@ def create_app(settings: Settings) -> ASGIApp:
     """The whole service as one ASGI app."""
     snapshots = ServingSnapshots(
         SnapshotStore(settings.data_dir, settings.keep_snapshots), duckdb_config(settings))
-    accounts = Accounts(settings.db_path)
+    accounts = Accounts(settings.db_path, settings.max_keys_per_user)
     web = web_app_kwargs(settings, accounts)  # the "API tokens" pages (service/web.py)
     app = Litestar(
         route_handlers=[
@@ -96,9 +98,13 @@ def create_app(settings: Settings) -> ASGIApp:
         logging_config=None,  # the process's logging is the command's (service.logs), not the app's
         on_shutdown=[lambda: snapshots.close()],
         state={"snapshots": snapshots,
-               "limiter": anyio.CapacityLimiter(settings.duckdb_threads),
+               "query_slots": QuerySlots(settings.duckdb_threads),
                "query_budget": settings.query_timeout_ms / 1000,
-               "exports": {}},
+               "exports": ExportSlots(settings.max_exports_per_user, settings.max_exports),
+               # An export's worker-thread calls (its start, each chunk) wait mostly for
+               # windows built on the export's own threads: they get threads of their own,
+               # one per export the server runs, and never hold a search's query slot.
+               "export_threads": anyio.CapacityLimiter(settings.max_exports)},
     )
     gate = KeyGate(MethodPolicy(app, app), accounts, TokenBuckets(settings.rate_limit))
     return CanonicalPath(AccessLog(gate))
@@ -195,8 +201,6 @@ def _records(cursor: duckdb.DuckDBPyConnection, records_sql: str,
 
 # --- bulk export ------------------------------------------------------------------------------
 
-MAX_EXPORTS_PER_KEY = 2
-
 
 @post("/v1/contacts/export", status_code=200)
 async def contacts_export(request: Request) -> ASGIApp:
@@ -213,38 +217,20 @@ async def companies_export(request: Request) -> ASGIApp:
 async def _export(request: Request, export: ContactExport | CompanyExport) -> ExportBody:
     snapshot = _snapshot(request)
     query = compile_export_query(export)
-    key_id = request.scope["state"][API_KEY].id
-    running = request.app.state["exports"]
-    if running.get(key_id, 0) >= MAX_EXPORTS_PER_KEY:
-        raise ApiError.one("rate_limited", f"this key already runs {MAX_EXPORTS_PER_KEY} "
-                           "exports; wait for one to finish", headers={"Retry-After": "5"})
-    # Take the slot before the first await, so that concurrent requests cannot all pass the
-    # check above while each is still counting its rows.
-    running[key_id] = running.get(key_id, 0) + 1
-    limiter = request.app.state["limiter"]
+    key = request.scope["state"][API_KEY]
+    # Taken before the first await, so that concurrent requests cannot all pass the check
+    # while each is still counting its rows (429 beyond the key's, user's or server's limit).
+    slot = request.app.state["exports"].take(key.user_id, key.id)
+    threads = request.app.state["export_threads"]
     try:
         total = await _in_worker(request, snapshot, lambda count_cursor: count_cursor.execute(
             query.count_sql, query.count_params).fetchone()[0])
         stream = await anyio.to_thread.run_sync(
-            lambda: ExportStream(snapshot.exports(), query), limiter=limiter)
+            lambda: ExportStream(snapshot.exports(), query), limiter=threads)
     except BaseException:
-        running[key_id] -= 1
+        slot.release()
         raise
-
-    async def body():
-        try:
-            while (chunk := await anyio.to_thread.run_sync(stream.next_chunk,
-                                                           limiter=limiter)) is not None:
-                if chunk:
-                    yield chunk
-        finally:
-            # A client that went away stops the export: windows not begun are dropped and
-            # the queries running are interrupted.
-            running[key_id] -= 1
-            note_rows(request.scope, stream.rows)
-            stream.close()
-
-    return ExportBody(iterator=body(), media_type=MEDIA_TYPES[export.format],
+    return ExportBody(stream, slot, threads, request.scope, media_type=MEDIA_TYPES[export.format],
                       headers={"Quarry-Total-Count": str(total)})
 
 
@@ -253,14 +239,44 @@ class ExportBody(ASGIStreamingResponse):
     as they are. Litestar's Stream would copy each into `bytes`, a third of the copying an
     Arrow export did (README, Exports); the server writes them to the socket without joining
     them to the chunk framing (service.server). A client that goes away still cancels the
-    stream (ASGIStreamingResponse.send_body listens for the disconnect)."""
+    stream (ASGIStreamingResponse.send_body listens for the disconnect).
 
-    __slots__ = ()
+    However the answer ends (whole, the client gone before or during the body, an error
+    sending the headers), the stream is closed and the export slot given back, once: at the
+    end of the body, before its last message (a client that has it all finds the export
+    closed), or else when `__call__` ends. A generator's `finally` would not run for a body
+    never started."""
+
+    __slots__ = ("export", "slot", "threads", "scope", "ended")
+
+    def __init__(self, export: ExportStream, slot: ExportSlot, threads: anyio.CapacityLimiter,
+                 scope: Scope, **kwargs: Any):
+        super().__init__(iterator=(), **kwargs)
+        self.export, self.slot, self.threads, self.scope = export, slot, threads, scope
+        self.ended = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._end()
 
     async def _stream(self, send: Send) -> None:
-        async for chunk in self.iterator:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        while (chunk := await anyio.to_thread.run_sync(self.export.next_chunk,
+                                                       limiter=self.threads)) is not None:
+            if chunk:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        self._end()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def _end(self) -> None:
+        if not self.ended:
+            self.ended = True
+            self.slot.release()
+            note_rows(self.scope, self.export.rows)
+            # A client that went away stops the export: windows not begun are dropped and
+            # the queries running are interrupted.
+            self.export.close()
 
 
 # --- operations ------------------------------------------------------------------------------
@@ -296,7 +312,7 @@ async def _in_worker(request: Request, snapshot: Snapshot,
                      work: Callable[[duckdb.DuckDBPyConnection], Any]) -> Any:
     """Run `work` on its own cursor in a worker thread, within the time budget.
 
-    DuckDB releases the GIL, so worker threads use every core the limiter allows. The budget
+    DuckDB releases the GIL, so worker threads use every core the query slots allow. The budget
     covers the whole of `work` (a page and its count): a timer interrupts the cursor, which
     really stops the query, and an answer that arrives after the deadline is not sent.
     """
@@ -316,21 +332,11 @@ async def _in_worker(request: Request, snapshot: Snapshot,
             raise QueryTimeout()
         return result
 
-    # Wait at most SLOT_WAIT for a query slot, then refuse rather than pile up waiting requests.
-    limiter = request.app.state["limiter"]
-    try:
-        with anyio.fail_after(SLOT_WAIT):
-            await limiter.acquire()
-    except TimeoutError:
-        raise ApiError.one("unavailable", "the server is busy: every query slot stayed taken; "
-                           "retry in a moment", headers={"Retry-After": "1"}) from None
-    try:
-        return await anyio.to_thread.run_sync(run)
-    finally:
-        limiter.release()
-
-
-SLOT_WAIT = 2.0  # seconds a query waits for one of the QUARRY_DUCKDB_THREADS slots
+    # One of the query slots, shared fairly between users (service.query_slots): 429 rather
+    # than a long wait when this user's share is taken or no slot comes free in time.
+    key = request.scope["state"][API_KEY]
+    async with request.app.state["query_slots"].slot(key.user_id, key.id):
+        return await run_query(run)
 
 
 class QueryTimeout(Exception):

@@ -370,7 +370,7 @@ def _accounts(settings: Settings, create: bool = False):
     if not create and not settings.db_path.exists():
         raise CommandError(f"no users database at {settings.db_path}; 'quarry users create "
                            "EMAIL' makes it (QUARRY_DB or QUARRY_DATA_DIR say where it is)")
-    return Accounts(settings.db_path)
+    return Accounts(settings.db_path, settings.max_keys_per_user)
 
 
 def _check_output_file(path: Path) -> None:

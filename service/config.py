@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .accounts import MAX_KEYS_PER_USER
+
 
 class ConfigError(Exception):
     """A one-line reason why an environment variable cannot be used."""
@@ -28,6 +30,9 @@ class Settings:
     header_timeout_s: float
     keep_alive_s: float
     max_connections: int
+    max_keys_per_user: int
+    max_exports_per_user: int
+    max_exports: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -49,6 +54,11 @@ class Settings:
                 environ, "QUARRY_HEADER_TIMEOUT_S", "10", float, minimum=0.1),
             keep_alive_s=_number(environ, "QUARRY_KEEP_ALIVE_S", "5", float, minimum=0.1),
             max_connections=_number(environ, "QUARRY_MAX_CONNECTIONS", "1000", int, minimum=1),
+            max_keys_per_user=_number(environ, "QUARRY_MAX_KEYS_PER_USER",
+                                      str(MAX_KEYS_PER_USER), int, minimum=1),
+            max_exports_per_user=_number(environ, "QUARRY_MAX_EXPORTS_PER_USER", "4", int,
+                                         minimum=1),
+            max_exports=_number(environ, "QUARRY_MAX_EXPORTS", "8", int, minimum=1),
         )
 
 

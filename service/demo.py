@@ -40,7 +40,7 @@ def prepare(settings: Settings, companies: int = DEMO_COMPANIES,
                     progress=stages.stage)
     # Earlier versions kept the demo key here in plain text; the key itself stays valid.
     (settings.data_dir / "demo-key").unlink(missing_ok=True)
-    accounts = Accounts(settings.db_path)
+    accounts = Accounts(settings.db_path, settings.max_keys_per_user)
     if accounts.get_user(DEMO_EMAIL) is None:
         accounts.create_user(DEMO_EMAIL, secrets.token_urlsafe(16))
     elif any(key.state == "active" for key in accounts.list_keys(DEMO_EMAIL)):

@@ -45,7 +45,14 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from .accounts import MAX_KEY_NAME_LENGTH, AccountError, Accounts, KeyInfo, User
+from .accounts import (
+    MAX_KEY_NAME_LENGTH,
+    AccountError,
+    Accounts,
+    KeyInfo,
+    KeyLimitReached,
+    User,
+)
 from .config import Settings
 from .openapi import DOCS_STATIC, SWAGGER_FILES, SWAGGER_UI
 from .web_auth import SESSION_LIFETIME, LoginThrottle, WebSessions, WebSettings
@@ -203,6 +210,12 @@ class WebPages:
                 try:
                     key, info = await anyio.to_thread.run_sync(
                         self.accounts.create_key, user.email, name)
+                except KeyLimitReached as exc:
+                    return await self._tokens(
+                        user, 409, name=name,
+                        error=f"You already have {exc.limit} active tokens, the most an "
+                              "account may have. Revoke one you no longer use, then create "
+                              "the new one.")
                 except AccountError as exc:
                     error = _sentence(str(exc).replace("key name", "the name"))
                 else:
@@ -271,7 +284,8 @@ class WebPages:
         revoked = [_row(key) for key in keys if key.revoked_at is not None]
         return _page("tokens.html", status, title="API tokens", user=user,
                      active=_paged(active, pages[0]), revoked=_paged(revoked, pages[1]),
-                     revoked_open=pages[1] > 1, max_name=MAX_KEY_NAME_LENGTH, **context)
+                     revoked_open=pages[1] > 1, max_name=MAX_KEY_NAME_LENGTH,
+                     max_keys=self.accounts.max_keys_per_user, **context)
 
 
 def _page(template: str, status: int = 200, headers: dict[str, str] | None = None,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from service import accounts as accounts_module
-from service.accounts import AccountError, Accounts, KeyInfo, User
+from service.accounts import AccountError, Accounts, KeyInfo, KeyLimitReached, User
 
 PASSWORD = "correct horse battery"
 BOB_PASSWORD = "bob's long password"
@@ -240,6 +240,39 @@ def test_key_format(acc: Accounts, alice: User) -> None:
     assert info.last_used_at is None and info.revoked_at is None
     assert_utc(info.created_at)
     assert key not in repr(info)
+
+
+def test_a_user_has_at_most_20_active_keys_and_revoked_ones_do_not_count(
+    acc: Accounts, alice: User
+) -> None:
+    keys = [acc.create_key("alice@example.com", f"key {n}")[0] for n in range(20)]
+    with pytest.raises(KeyLimitReached, match="already has 20 active keys") as refused:
+        acc.create_key("alice@example.com", "one more")
+    assert refused.value.limit == 20 and isinstance(refused.value, AccountError)
+    assert len(acc.list_keys("alice@example.com")) == 20  # nothing was written
+    acc.create_key("bob@example.com", "bob's own")  # per user: bob is not held back
+    acc.revoke_key(keys[0][:12])
+    acc.create_key("alice@example.com", "in place of key 0")
+
+
+def test_the_key_cap_holds_for_concurrent_creations(db_path: Path) -> None:
+    limited = Accounts(db_path, max_keys_per_user=3)
+    created, refused = [], []
+
+    def create(n: int) -> None:
+        try:
+            created.append(Accounts(db_path, max_keys_per_user=3).create_key(
+                "alice@example.com", f"key {n}"))
+        except KeyLimitReached:
+            refused.append(n)
+
+    threads = [threading.Thread(target=create, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(created) == 3 and len(refused) == 5
+    assert len(limited.list_keys("alice@example.com")) == 3
 
 
 def test_create_key_for_unknown_user_is_refused(acc: Accounts) -> None:

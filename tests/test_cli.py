@@ -16,8 +16,9 @@ QUARRY = [sys.executable, "-m", "service.cli"]
 REPO = Path(__file__).resolve().parent.parent
 
 
-def quarry(data_dir: Path, *args: str, stdin: str | None = None, check: bool = True):
-    env = {**os.environ, "QUARRY_DATA_DIR": str(data_dir)}
+def quarry(data_dir: Path, *args: str, stdin: str | None = None, check: bool = True,
+           **extra_env: str):
+    env = {**os.environ, "QUARRY_DATA_DIR": str(data_dir), **extra_env}
     done = subprocess.run([*QUARRY, *args], input=stdin, capture_output=True, text=True,
                           env=env, cwd=REPO, timeout=120)
     if check:
@@ -57,6 +58,24 @@ def test_users_and_tokens(data_dir):
            stdin="a brand new password\n")
     assert_refused(quarry(data_dir, "users", "set-password", "who@example.com",
                           "--password-stdin", stdin="whatever123\n", check=False), "no user")
+
+
+def test_tokens_create_refuses_past_the_active_keys_of_a_user(data_dir):
+    quarry(data_dir, "users", "create", "ops@example.com", "--password-stdin",
+           stdin="a long password\n")
+    create = ("tokens", "create", "--user", "ops@example.com", "--name")
+    first = quarry(data_dir, *create, "one", QUARRY_MAX_KEYS_PER_USER="2")
+    quarry(data_dir, *create, "two", QUARRY_MAX_KEYS_PER_USER="2")
+    refused = quarry(data_dir, *create, "three", check=False, QUARRY_MAX_KEYS_PER_USER="2")
+    assert_refused(refused, "ops@example.com already has 2 active keys, the most a user may "
+                            "have (QUARRY_MAX_KEYS_PER_USER); revoke one before creating another")
+    assert refused.returncode == 2 and refused.stdout == ""
+    quarry(data_dir, "tokens", "revoke", first.stdout.strip().splitlines()[-1][:12])
+    quarry(data_dir, *create, "three", QUARRY_MAX_KEYS_PER_USER="2")
+    for n in range(3, 21):  # 20 active with the default of 20
+        quarry(data_dir, *create, f"key {n}")
+    assert_refused(quarry(data_dir, *create, "one too many", check=False),
+                   "already has 20 active keys")
 
 
 def test_ambiguous_prefix_is_refused(data_dir):

@@ -11,7 +11,6 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-import service.app
 from service.access_log import KEY_SHOWN, configure_access_log
 from service.app import create_app
 from service.gate import BRAKE_DELAY
@@ -73,30 +72,33 @@ def test_failed_auth_allowance_is_per_address_and_refills():
 # --- query slots ------------------------------------------------------------------------------
 
 
-def test_a_query_waits_briefly_for_a_slot_then_gets_503(served, monkeypatch):
+def test_a_query_waits_briefly_for_a_slot_then_gets_429(served):
+    """Every slot held by other users: the request waits `max_wait`, then gets 429 with
+    Retry-After (SPEC keeps 503 `unavailable` for no snapshot or shutting down)."""
     settings, key = served
-    monkeypatch.setattr(service.app, "SLOT_WAIT", 0.3)
     app = create_app(settings)
     with TestClient(app) as fresh:
         fresh.headers["Authorization"] = f"Bearer {key}"
-        limiter = litestar_of(app).state["limiter"]
-        holders = [object() for _ in range(int(limiter.total_tokens))]
-        for holder in holders:  # every query slot is taken
-            fresh.blocking_portal.call(limiter.acquire_on_behalf_of, holder)
+        slots = litestar_of(app).state["query_slots"]
+        slots.max_wait = 0.3
+        others = [-1 - number for number in range(slots.slots)]  # one slot each
+        for other in others:
+            fresh.blocking_portal.call(slots.acquire, other, other)
         try:
             started = time.monotonic()
             busy = fresh.get("/v1/companies/search")
             waited = time.monotonic() - started
-            assert_envelope(busy, 503, "unavailable")
+            assert_envelope(busy, 429, "rate_limited")
             assert busy.headers["retry-after"] == "1"
-            assert "busy" in busy.json()["errors"][0]["details"]
+            assert "no query slot came free" in busy.json()["errors"][0]["details"]
             assert 0.25 < waited < 2
-            assert_envelope(fresh.get("/v1/companies/cmp_0001"), 503, "unavailable")
+            assert_envelope(fresh.get("/v1/companies/cmp_0001"), 429, "rate_limited")
+            assert slots.waiting == {} and slots.queued == {}  # the refused left no trace
         finally:
-            for holder in holders:
-                fresh.blocking_portal.call(limiter.release_on_behalf_of, holder)
+            for other in others:
+                fresh.blocking_portal.call(slots.release, other)
         assert fresh.get("/v1/companies/search").status_code == 200
-        assert limiter.borrowed_tokens == 0  # every slot is given back
+        assert slots.free == slots.slots and slots.held == {}  # every slot is given back
 
 
 # --- access log and request id ----------------------------------------------------------------

@@ -471,6 +471,24 @@ def test_revoking_from_page_two_answers_with_page_two(web, accounts):
     assert rows_of(done, "active") == ["key 1"] and rows_of(done, "revoked") == ["key 0"]
 
 
+def test_the_page_refuses_a_21st_active_key_with_a_clear_message(web, accounts):
+    carol = "erin@example.com"
+    accounts.create_user(carol, PASSWORD)
+    token = signed_in(web, carol)
+    for n in range(20):
+        new_key_of(create_key(web, token, f"key {n}"))
+    page = create_key(web, token, "one too many")
+    assert page.status_code == 409 and 'id="new-key"' not in page.text
+    assert message_of(page) == ("You already have 20 active tokens, the most an account may "
+                                "have. Revoke one you no longer use, then create the new one.")
+    assert "at most 20 active tokens" in page.text
+    assert len(accounts.list_keys(carol)) == 20
+    prefix = accounts.list_keys(carol)[0].prefix
+    web.post("/settings/tokens/revoke", data={"prefix": prefix, "confirmed": "yes",
+                                              "_csrf_token": token})
+    assert new_key_of(create_key(web, token, "one too many")).startswith("qry_")
+
+
 def test_names_are_escaped(web):
     token = signed_in(web)
     page = create_key(web, token, '<script>alert("x")</script>')
