@@ -30,6 +30,7 @@ NOT_RUN = {
     "make run": "serves until stopped; this test runs the server it starts on the same data",
     "make test": "the suite this test is part of",
     "make lint": "ruff, run by CI beside the suite",
+    ".venv/bin/pytest -m": "a part of the suite this test is part of",
 }
 # Request fields whose values must each exist in the demo data: an example that names a value
 # nothing has (`Vue` where the data says `Vue.js`) shows nothing of what it promises.
