@@ -278,7 +278,7 @@ async def schema_json() -> Response:
 
 @get("/schema")
 async def schema_page() -> Response:
-    return Response(content=swagger_page(), media_type="text/html; charset=utf-8")
+    return Response(content=swagger_page(), media_type="text/html")  # Litestar adds the charset
 
 
 # --- helpers ---------------------------------------------------------------------------------
