@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -172,6 +173,7 @@ async def _search(request: Request, search: SearchRequest,
 async def _lookup(request: Request, kind: str, record_id: str, position_sql: str,
                   records_sql: str) -> Response:
     snapshot = _snapshot(request)
+    record_id = unicodedata.normalize("NFC", record_id)  # ids are NFC, as all text (refresh)
 
     def run(cursor: duckdb.DuckDBPyConnection) -> list[str]:
         positions = [row[0] for row in cursor.execute(position_sql, [record_id]).fetchall()]
