@@ -56,6 +56,8 @@ from .gate import (
     key_required,
     method_not_allowed,
 )
+from .metrics import MEDIA_TYPE as METRICS_TYPE
+from .metrics import Metrics, route_template
 from .openapi import openapi_document, swagger_page
 from .ratelimit import TokenBuckets
 from .search_requests import (
@@ -85,21 +87,24 @@ def create_app(settings: Settings) -> ASGIApp:
         route_handlers=[
             contacts_search_post, contacts_search_get, companies_search_post,
             companies_search_get, contact_lookup, company_lookup, contacts_export,
-            companies_export, health, schema_json, schema_page, *web.pop("route_handlers"),
+            companies_export, health, metrics_page, schema_json, schema_page,
+            *web.pop("route_handlers"),
         ],
         **web,
         exception_handlers={Exception: error_response},
         guards=[key_required],
         request_max_body_size=MAX_BODY,
         openapi_config=None,
-        on_shutdown=[lambda: snapshots.close()],
+        on_shutdown=[lambda: snapshots.close(), lambda: metrics.close()],
         state={"snapshots": snapshots,
                "limiter": anyio.CapacityLimiter(settings.duckdb_threads),
                "query_budget": settings.query_timeout_ms / 1000,
                "exports": {}},
     )
+    metrics = Metrics(snapshots, lambda path: route_template(app, path))
+    app.state["metrics"] = metrics
     gate = KeyGate(MethodPolicy(app, app), accounts, TokenBuckets(settings.rate_limit))
-    return CanonicalPath(AccessLog(gate))
+    return CanonicalPath(AccessLog(gate, metrics))
 
 
 def duckdb_config(settings: Settings) -> dict[str, Any]:
@@ -182,6 +187,7 @@ async def _lookup(request: Request, kind: str, record_id: str, position_sql: str
     records = await _in_worker(request, snapshot, run)
     if not records:
         raise ApiError.one("not_found", f"no {kind} with id {record_id!r}", "id")
+    note_rows(request.scope, 1)
     return _raw_ok(records_body(records[0], {"dataset": snapshot.version}))
 
 
@@ -220,6 +226,8 @@ async def _export(request: Request, export: ContactExport | CompanyExport) -> Ex
     # Take the slot before the first await, so that concurrent requests cannot all pass the
     # check above while each is still counting its rows.
     running[key_id] = running.get(key_id, 0) + 1
+    exports_running = request.app.state["metrics"].exports
+    exports_running.inc()
     limiter = request.app.state["limiter"]
     try:
         total = await _in_worker(request, snapshot, lambda count_cursor: count_cursor.execute(
@@ -228,6 +236,7 @@ async def _export(request: Request, export: ContactExport | CompanyExport) -> Ex
             lambda: ExportStream(snapshot.exports(), query), limiter=limiter)
     except BaseException:
         running[key_id] -= 1
+        exports_running.dec()
         raise
 
     async def body():
@@ -240,6 +249,7 @@ async def _export(request: Request, export: ContactExport | CompanyExport) -> Ex
             # A client that went away stops the export: windows not begun are dropped and
             # the queries running are interrupted.
             running[key_id] -= 1
+            exports_running.dec()
             note_rows(request.scope, stream.rows)
             stream.close()
 
@@ -271,6 +281,12 @@ async def health(request: Request) -> Response:
     data = {"status": "ok", "dataset": snapshot.version, "companies": snapshot.companies,
             "contacts": snapshot.contacts}
     return _ok(data, {"dataset": snapshot.version})
+
+
+@get("/metrics")
+async def metrics_page(request: Request) -> Response:
+    """SPEC 5: Prometheus text format, no key (service.metrics)."""
+    return Response(content=request.app.state["metrics"].text(), media_type=METRICS_TYPE)
 
 
 @get("/schema/openapi.json")

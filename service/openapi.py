@@ -212,6 +212,12 @@ def _document() -> bytes:
                                              "HealthAnswer", HEALTH_ERRORS, common=(),
                                              operation_id="get_health", tag="operations"),
                                 "security": []}}
+    metrics = _operation("Prometheus metrics: requests, latency, records, exports, dataset, "
+                         "memory", "HealthAnswer", ("internal_error",), common=(),
+                         operation_id="get_metrics", tag="operations")
+    metrics["responses"]["200"] = {"description": "Prometheus text format", "content": {
+        "text/plain": {"schema": {"type": "string"}}}}
+    paths["/metrics"] = {"get": {**metrics, "security": []}}
     document = {
         "openapi": "3.1.0",
         "info": {"title": "Quarry", "version": "1",
@@ -221,7 +227,7 @@ def _document() -> bytes:
         "security": [{"bearer": []}],
         "tags": [{"name": "contacts", "description": "People and their companies"},
                  {"name": "companies", "description": "Companies"},
-                 {"name": "operations", "description": "Health, no key needed"}],
+                 {"name": "operations", "description": "Health and metrics, no key needed"}],
         "paths": paths,
         "components": {
             "schemas": components,

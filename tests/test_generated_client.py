@@ -69,7 +69,8 @@ def test_operations_are_named_by_what_they_do(generated):
     for module in ("api.contacts.search_contacts", "api.contacts.search_contacts_by_query",
                    "api.contacts.export_contacts", "api.contacts.get_contact",
                    "api.companies.search_companies", "api.companies.get_company",
-                   "api.companies.export_companies", "api.operations.get_health"):
+                   "api.companies.export_companies", "api.operations.get_health",
+                   "api.operations.get_metrics"):
         assert callable(generated(module).sync_detailed), module
 
 
