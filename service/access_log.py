@@ -20,11 +20,14 @@ import re
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from .logs import FIELDS
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 log = logging.getLogger("quarry.access")
 
@@ -44,8 +47,9 @@ def note_rows(scope: Scope, rows: int) -> None:
 class AccessLog:
     """ASGI wrapper: outermost, so that it sees every answer, the key gate's included."""
 
-    def __init__(self, app: ASGIApp):
+    def __init__(self, app: ASGIApp, metrics: Metrics | None = None):
         self.app = app
+        self.metrics = metrics  # the same answer, counted for /metrics (service.metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,9 +76,11 @@ class AccessLog:
                 record["status"] = 500  # what the server answers for an app that raised
             raise
         finally:
+            seconds = time.perf_counter() - started
+            if self.metrics is not None:
+                self.metrics.observe(scope, record["status"] or 0, seconds, record["rows"])
             if log.isEnabledFor(logging.INFO):
-                line = access_line(scope, request_id, record, wall,
-                                   (time.perf_counter() - started) * 1000)
+                line = access_line(scope, request_id, record, wall, seconds * 1000)
                 log.info("%s %s %s", line["method"], line["path"], line["status"],
                          extra={FIELDS: line})
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -57,6 +58,8 @@ from .gate import (
     key_required,
     method_not_allowed,
 )
+from .metrics import MEDIA_TYPE as METRICS_TYPE
+from .metrics import Metrics, route_template
 from .openapi import openapi_document, swagger_page
 from .query_slots import QuerySlots, run_query
 from .ratelimit import TokenBuckets
@@ -87,7 +90,8 @@ def create_app(settings: Settings) -> ASGIApp:
         route_handlers=[
             contacts_search_post, contacts_search_get, companies_search_post,
             companies_search_get, contact_lookup, company_lookup, contacts_export,
-            companies_export, health, schema_json, schema_page, front_router(),
+            companies_export, health, metrics_page, schema_json, schema_page,
+            front_router(),
             *web.pop("route_handlers"),
         ],
         **web,
@@ -96,7 +100,7 @@ def create_app(settings: Settings) -> ASGIApp:
         request_max_body_size=MAX_BODY,
         openapi_config=None,
         logging_config=None,  # the process's logging is the command's (service.logs), not the app's
-        on_shutdown=[lambda: snapshots.close()],
+        on_shutdown=[lambda: snapshots.close(), lambda: metrics.close()],
         state={"snapshots": snapshots,
                "query_slots": QuerySlots(settings.duckdb_threads),
                "query_budget": settings.query_timeout_ms / 1000,
@@ -106,8 +110,10 @@ def create_app(settings: Settings) -> ASGIApp:
                # one per export the server runs, and never hold a search's query slot.
                "export_threads": anyio.CapacityLimiter(settings.max_exports)},
     )
+    metrics = Metrics(snapshots, lambda path: route_template(app, path))
+    app.state["metrics"] = metrics
     gate = KeyGate(MethodPolicy(app, app), accounts, TokenBuckets(settings.rate_limit))
-    return CanonicalPath(AccessLog(gate))
+    return CanonicalPath(AccessLog(gate, metrics))
 
 
 def duckdb_config(settings: Settings) -> dict[str, Any]:
@@ -181,6 +187,7 @@ async def _search(request: Request, search: SearchRequest,
 async def _lookup(request: Request, kind: str, record_id: str, position_sql: str,
                   records_sql: str) -> Response:
     snapshot = _snapshot(request)
+    record_id = unicodedata.normalize("NFC", record_id)  # ids are NFC, as all text (refresh)
 
     def run(cursor: duckdb.DuckDBPyConnection) -> list[str]:
         positions = [row[0] for row in cursor.execute(position_sql, [record_id]).fetchall()]
@@ -189,6 +196,7 @@ async def _lookup(request: Request, kind: str, record_id: str, position_sql: str
     records = await _in_worker(request, snapshot, run)
     if not records:
         raise ApiError.one("not_found", f"no {kind} with id {record_id!r}", "id")
+    note_rows(request.scope, 1)
     return _raw_ok(records_body(records[0], {"dataset": snapshot.version}))
 
 
@@ -221,6 +229,9 @@ async def _export(request: Request, export: ContactExport | CompanyExport) -> Ex
     # Taken before the first await, so that concurrent requests cannot all pass the check
     # while each is still counting its rows (429 beyond the key's, user's or server's limit).
     slot = request.app.state["exports"].take(key.user_id, key.id)
+    running = request.app.state["metrics"].exports
+    running.inc()
+    slot.on_release = running.dec
     threads = request.app.state["export_threads"]
     try:
         total = await _in_worker(request, snapshot, lambda count_cursor: count_cursor.execute(
@@ -290,6 +301,12 @@ async def health(request: Request) -> Response:
     return _ok(data, {"dataset": snapshot.version})
 
 
+@get("/metrics")
+async def metrics_page(request: Request) -> Response:
+    """SPEC 5: Prometheus text format, no key (service.metrics)."""
+    return Response(content=request.app.state["metrics"].text(), media_type=METRICS_TYPE)
+
+
 @get("/schema/openapi.json")
 async def schema_json() -> Response:
     return Response(content=openapi_document(), media_type=JSON)
@@ -297,7 +314,7 @@ async def schema_json() -> Response:
 
 @get("/schema")
 async def schema_page() -> Response:
-    return Response(content=swagger_page(), media_type="text/html",
+    return Response(content=swagger_page(), media_type="text/html",  # Litestar adds the charset
                     headers=DOCS_SECURITY_HEADERS)  # scripts from this origin only
 
 

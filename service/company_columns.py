@@ -156,7 +156,10 @@ class CompanyColumns:
 
     @staticmethod
     def _decode(codes: np.ndarray, vocabulary: pa.Array, plain: bool) -> pa.Array:
-        indices = pa.array(codes, mask=codes == MISSING)
+        # A null slot holds index 0, not MISSING: Arrow leaves a null's index undefined, but
+        # readers such as polars check every index against the dictionary.
+        missing = codes == MISSING
+        indices = pa.array(np.where(missing, 0, codes), mask=missing)
         if plain:
             return vocabulary.take(indices)
         return pa.DictionaryArray.from_arrays(indices, vocabulary)

@@ -12,6 +12,7 @@ ERROR_STATUS: dict[str, int] = {
     "invalid_json": 400,
     "unauthorized": 401,
     "not_found": 404,
+    "dataset_gone": 410,  # SPEC 1 (v2): a `dataset` that is not kept
     "method_not_allowed": 405,
     "payload_too_large": 413,
     "unsupported_media_type": 415,

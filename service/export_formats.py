@@ -20,9 +20,11 @@ import pyarrow.parquet as pq
 from .company_columns import FEW_VALUES
 from .parquet_parts import MAGIC, EncodedPart, PartsFooter, encode_part
 
+# Litestar appends "; charset=utf-8" to every text/ type, so CSV is sent as
+# "text/csv; charset=utf-8"; giving the charset here too repeated it.
 MEDIA_TYPES = {
     "ndjson": "application/x-ndjson",
-    "csv": "text/csv; charset=utf-8",
+    "csv": "text/csv",
     "parquet": "application/vnd.apache.parquet",
     "arrow": "application/vnd.apache.arrow.stream",
 }

@@ -8,6 +8,8 @@ the check) and given back exactly once, by `ExportSlot.release`, however the exp
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .envelope import ApiError
 
 MAX_EXPORTS_PER_KEY = 2
@@ -47,17 +49,20 @@ class ExportSlots:
 
 
 class ExportSlot:
-    __slots__ = ("slots", "user_id", "key_id", "released")
+    __slots__ = ("slots", "user_id", "key_id", "released", "on_release")
 
     def __init__(self, slots: ExportSlots, user_id: int, key_id: int):
         self.slots, self.user_id, self.key_id = slots, user_id, key_id
         self.released = False
+        self.on_release: Callable[[], object] | None = None  # e.g. the exports-running gauge
 
     def release(self) -> None:
         """Give the slot back; later calls do nothing."""
         if not self.released:
             self.released = True
             self.slots._give_back(self.user_id, self.key_id)
+            if self.on_release is not None:
+                self.on_release()
 
 
 def _refused(details: str) -> ApiError:

@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 from swagger_ui_bundle import swagger_ui_path
 
 from .envelope import ERROR_STATUS, ErrorObject
 from .records import Company, Contact
-from .search_requests import CompanyExport, CompanySearch, ContactExport, ContactSearch
+from .search_requests import (
+    CompanyExport,
+    CompanySearch,
+    ContactExport,
+    ContactSearch,
+    ExportFormat,
+)
 
 # The page's Swagger UI comes from the pinned package swagger-ui-bundle-v2, served from this
 # origin under the pages' Content-Security-Policy: nothing is fetched from elsewhere, at run
@@ -102,7 +108,44 @@ FIELD_DOCS = {
     "format": "Export format: ndjson (default), csv, parquet or arrow (an Arrow IPC stream).",
     "limit": "Export at most this many records; absent means all.",
 }
+# The errors a /v1 operation may answer whatever its input; /health answers none of the key's.
 COMMON_ERRORS = ("unauthorized", "rate_limited", "unavailable", "query_timeout", "internal_error")
+HEALTH_ERRORS = ("unavailable", "internal_error")
+
+# The location grammar of SPEC 3.2, exactly as `search_requests.parse_location` reads it (a
+# test holds the two together): the kind in any case, then 1 to 3 parts split by '||' from the
+# left, the first not blank. A part holds no '||' and, unless last, does not end in '|' (that
+# '|' and the separator would be split as '||' one character earlier). WS is what Python's
+# str.strip() takes off, spelled out because a schema's \s differs between regex dialects.
+WS = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_PART = r"(?:[^|\x00]|\|(?!\|))*"
+_FIRST = rf"[{WS}]*(?:[^|\x00{WS}]|\|(?!\|)){_PART}"
+LOCATION_PATTERN = (
+    rf"^[{WS}]*(?:[cC][oO][uU][nN][tT][rR][yY][{WS}]*:{_FIRST}"
+    rf"|[sS][tT][aA][tT][eE][{WS}]*:{_FIRST}(?:\|\|{_PART})?"
+    rf"|[cC][iI][tT][yY][{WS}]*:{_FIRST}(?:\|\|{_PART}){{0,2}})$"
+)
+# A request timestamp: an RFC 3339 date-time or a date (SPEC 3.1 takes a naive date-time too).
+TIMESTAMP_SCHEMA = [{"type": "string", "format": "date-time"}, {"type": "string", "format": "date"}]
+TIMESTAMP_FIELDS = ("added_after", "added_before")
+
+HEADERS = {
+    "WWW-Authenticate": {"description": "Bearer realm=\"quarry\": the answer wants an API key.",
+                         "schema": {"type": "string"}},
+    "Retry-After": {"description": "Seconds to wait before trying again.",
+                    "schema": {"type": "integer", "minimum": 0}},
+    "Allow": {"description": "The methods the path takes, comma-separated.",
+              "schema": {"type": "string"}},
+    "RateLimit-Limit": {"description": "Requests per second allowed to the key.",
+                        "schema": {"type": "integer", "minimum": 0}},
+    "RateLimit-Remaining": {"description": "Requests the key may still make at once.",
+                            "schema": {"type": "integer", "minimum": 0}},
+    "RateLimit-Reset": {"description": "Seconds until the key's allowance is whole again.",
+                        "schema": {"type": "integer", "minimum": 0}},
+}
+RATE_LIMIT_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
+# Status -> the headers every answer of that status carries (service.gate sends them).
+REQUIRED_HEADERS = {"401": ("WWW-Authenticate",), "405": ("Allow",), "429": ("Retry-After",)}
 
 
 def openapi_document() -> bytes:
@@ -121,6 +164,8 @@ def _document() -> bytes:
             if base in FIELD_DOCS:
                 prefix = "Leave out records matching: " if field != base else ""
                 schema["description"] = prefix + FIELD_DOCS[base]
+            _describe_field(base, schema)
+    _describe_records(components)
     paths: dict[str, Any] = {}
     for kind, request, page in (("contacts", "ContactSearch", "ContactPage"),
                                 ("companies", "CompanySearch", "CompanyPage")):
@@ -129,9 +174,11 @@ def _document() -> bytes:
                 f"Search {kind} (JSON body)", page, ("invalid_input", "invalid_json",
                                                      "payload_too_large",
                                                      "unsupported_media_type"),
+                operation_id=f"search_{kind}", tag=kind,
                 requestBody={"required": True, "content": {"application/json": {
                     "schema": {"$ref": f"#/components/schemas/{request}"}}}}),
             "get": _operation(f"Search {kind} (query parameters)", page, ("invalid_input",),
+                              operation_id=f"search_{kind}_by_query", tag=kind,
                               parameters=_query_parameters(components[request])),
         }
     for kind, request, record in (("contacts", "ContactExport", "Contact"),
@@ -140,30 +187,47 @@ def _document() -> bytes:
             f"Export every matching {kind[:-1] if kind == 'contacts' else 'company'}, streamed",
             "ErrorAnswer", ("invalid_input", "invalid_json", "payload_too_large",
                             "unsupported_media_type"),
+            operation_id=f"export_{kind}", tag=kind,
             requestBody={"required": True, "content": {"application/json": {
                 "schema": {"$ref": f"#/components/schemas/{request}"}}}})
+        binary = {"type": "string", "format": "binary"}
         operation["responses"]["200"] = {
             "description": "The records in id order, in the requested format. Header "
                            "Quarry-Total-Count: the number of records that follow.",
-            "headers": {"Quarry-Total-Count": {"schema": {"type": "integer"}}},
+            "headers": {"Quarry-Total-Count": {"schema": {"type": "integer"}},
+                        **_rate_limit_headers()},
+            # Bytes first: a client generated from this document takes the first media type
+            # it knows, and decoding Parquet or Arrow as text corrupts it. The answer's
+            # Content-Type is always one of the four formats after it.
             "content": {
+                "application/octet-stream": {"schema": {
+                    **binary, "description": "The export's bytes, in the format asked for; "
+                                             "the Content-Type names it."}},
                 "application/x-ndjson": {"schema": {
-                    "description": f"One {record} object per line",
-                    "$ref": f"#/components/schemas/{record}"}},
-                "text/csv": {"schema": {"type": "string"}},
-                "application/vnd.apache.parquet": {"schema": {"type": "string",
-                                                              "format": "binary"}},
-                "application/vnd.apache.arrow.stream": {"schema": {"type": "string",
-                                                                   "format": "binary"}},
+                    **binary, "description": f"One {record} object "
+                                             f"(#/components/schemas/{record}) per line"}},
+                "text/csv": {"schema": {**binary, "description": "A header row, then one row "
+                                                                 "per record"}},
+                "application/vnd.apache.parquet": {"schema": binary},
+                "application/vnd.apache.arrow.stream": {"schema": binary},
             }}
         paths[f"/v1/{kind}/export"] = {"post": operation}
     for kind, answer in (("contacts", "ContactAnswer"), ("companies", "CompanyAnswer")):
+        one = kind[:-1] if kind == "contacts" else "company"
         paths[f"/v1/{kind}/{{id}}"] = {"get": _operation(
-            f"One {kind[:-1] if kind == 'contacts' else 'company'} by id", answer, ("not_found",),
+            f"One {one} by id", answer, ("not_found",), operation_id=f"get_{one}", tag=kind,
             parameters=[{"name": "id", "in": "path", "required": True,
                          "schema": {"type": "string"}}])}
     paths["/health"] = {"get": {**_operation("Service health and the current snapshot",
-                                             "HealthAnswer", ()), "security": []}}
+                                             "HealthAnswer", HEALTH_ERRORS, common=(),
+                                             operation_id="get_health", tag="operations"),
+                                "security": []}}
+    metrics = _operation("Prometheus metrics: requests, latency, records, exports, dataset, "
+                         "memory", "HealthAnswer", ("internal_error",), common=(),
+                         operation_id="get_metrics", tag="operations")
+    metrics["responses"]["200"] = {"description": "Prometheus text format", "content": {
+        "text/plain": {"schema": {"type": "string"}}}}
+    paths["/metrics"] = {"get": {**metrics, "security": []}}
     document = {
         "openapi": "3.1.0",
         "info": {"title": "Quarry", "version": "1",
@@ -171,9 +235,13 @@ def _document() -> bytes:
                                 "errors} envelope; error ids: " + ", ".join(ERROR_STATUS)},
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
+        "tags": [{"name": "contacts", "description": "People and their companies"},
+                 {"name": "companies", "description": "Companies"},
+                 {"name": "operations", "description": "Health and metrics, no key needed"}],
         "paths": paths,
         "components": {
             "schemas": components,
+            "headers": HEADERS,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "description": "An API key, qry_..."}},
         },
@@ -181,15 +249,61 @@ def _document() -> bytes:
     return msgspec.json.encode(document)
 
 
-def _operation(summary: str, answer: str, error_ids: tuple[str, ...], **extra: Any) -> dict:
+def _describe_field(base: str, schema: dict[str, Any]) -> None:
+    """What the Structs' schemas cannot say: every field takes `null` as "absent" (SPEC 3.1,
+    `search_requests._validate`), the timestamps' formats, the location grammar."""
+    options = schema.pop("anyOf", None) or [
+        {k: schema.pop(k) for k in list(schema) if k not in ("default", "description")}]
+    options = [option for option in options if option != {"type": "null"}]
+    if base in TIMESTAMP_FIELDS:
+        options = TIMESTAMP_SCHEMA
+    if base == "format":  # one named schema, so that a generated client has one enum type
+        options = [{"$ref": "#/components/schemas/ExportFormat"}]
+    if base == "locations":
+        options = [{**option, "items": {**option["items"], "pattern": LOCATION_PATTERN}}
+                   if option.get("type") == "array" else option for option in options]
+    schema["anyOf"] = [*options, {"type": "null"}]
+
+
+def _describe_records(components: dict[str, Any]) -> None:
+    components["ExportFormat"] = {"type": "string", "enum": list(get_args(ExportFormat))}
+    components["Company"]["properties"]["created_at"]["format"] = "date-time"
+    error = components["ErrorObject"]["properties"]
+    error["id"]["enum"] = list(ERROR_STATUS)
+    error["code"]["enum"] = sorted(set(ERROR_STATUS.values()))
+
+
+def _rate_limit_headers() -> dict[str, Any]:
+    return {name: {"$ref": f"#/components/headers/{name}"} for name in RATE_LIMIT_HEADERS}
+
+
+def _operation(summary: str, answer: str, error_ids: tuple[str, ...], *, operation_id: str,
+               tag: str, common: tuple[str, ...] = COMMON_ERRORS, **extra: Any) -> dict:
+    """One operation: its 200 and every error status it may answer, each with its headers.
+    A /v1 answer past the key gate carries the RateLimit-* headers; `common=()` for a path
+    outside /v1."""
+    api = common == COMMON_ERRORS
     responses: dict[str, Any] = {"200": {"description": "Success", "content": {
         "application/json": {"schema": {"$ref": f"#/components/schemas/{answer}"}}}}}
-    for error_id in (*error_ids, "method_not_allowed", *COMMON_ERRORS):
+    for error_id in (*error_ids, "method_not_allowed", *common):
         status = str(ERROR_STATUS[error_id])
         entry = responses.setdefault(status, {"description": "", "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/ErrorAnswer"}}}})
         entry["description"] = ", ".join(filter(None, [entry["description"], error_id]))
-    return {"summary": summary, "responses": responses, **extra}
+    for status, entry in responses.items():
+        headers = {name: {"$ref": f"#/components/headers/{name}"}
+                   for name in REQUIRED_HEADERS.get(status, ())}
+        if status == "401":
+            # the answer of a failed key; slowed answers to a flood also say when to retry
+            headers["Retry-After"] = {"$ref": "#/components/headers/Retry-After"}
+        elif api:
+            headers.update(_rate_limit_headers())
+        if status == "503":
+            headers["Retry-After"] = {"$ref": "#/components/headers/Retry-After"}
+        if headers:
+            entry["headers"] = headers
+    return {"operationId": operation_id, "tags": [tag], "summary": summary,
+            "responses": responses, **extra}
 
 
 def _query_parameters(schema: dict[str, Any]) -> list[dict[str, Any]]:
@@ -202,9 +316,10 @@ def _not_null(prop: dict[str, Any]) -> dict[str, Any]:
     """A query string cannot carry a JSON null (a parameter is there or not), so a query
     parameter's schema is the field's schema without its `null` alternative."""
     options = [option for option in prop.get("anyOf", []) if option != {"type": "null"}]
-    if len(options) != 1:
-        return prop
-    return {**options[0], **{k: v for k, v in prop.items() if k not in ("anyOf", "default")}}
+    rest = {k: v for k, v in prop.items() if k not in ("anyOf", "default")}
+    if len(options) == 1:
+        return {**options[0], **rest}
+    return {"anyOf": options, **rest} if options else rest
 
 
 def swagger_page() -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -210,12 +211,16 @@ def _check_strings(name: str, value: Any, from_text: bool) -> list[str]:
         raise _bad(name, f"'{name}' holds {len(value)} values; at most {MAX_VALUES} are allowed")
     cleaned, problems = [], []
     for i, item in enumerate(value):
-        where = f"'{name}[{i}]'" if not from_text else f"a value of '{name}'"
+        # The same words for a JSON array and repeated query parameters (SPEC 3: the GET and
+        # POST forms of one search answer identical bodies); i counts the parameters.
+        where = f"'{name}[{i}]'"
         if not isinstance(item, str):
             problems.append(problem("invalid_input",
                                     f"{where} must be a string, got {_json_type(item)}", name))
             continue
-        item = item.strip()
+        # NFC, so that text matches however its accents were composed (SPEC 3.1); the
+        # snapshot's text is NFC from the refresh on (sql/refresh/1_check_companies.sql).
+        item = unicodedata.normalize("NFC", item.strip())
         if not item:
             problems.append(problem("invalid_input", f"{where} is empty", name))
         elif len(item) > MAX_STRING:

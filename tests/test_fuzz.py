@@ -66,6 +66,9 @@ def envelope(ctx, response, case) -> bool | None:
     if response.status_code == 200 and content_type.split(";")[0] in EXPORT_TYPES:
         assert case.path.endswith("/export"), case.path
         return True
+    if response.status_code == 200 and case.path == "/metrics":  # Prometheus text (SPEC 5)
+        assert content_type.startswith("text/plain"), content_type
+        return True
     assert content_type == "application/json", (response.status_code, content_type)
     body = json.loads(response.content)
     assert isinstance(body, dict) and set(body) == {"data", "meta", "errors"}, body

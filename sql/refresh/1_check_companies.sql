@@ -3,7 +3,9 @@
 -- Output: checked_companies, one row per input row: typed values, and `reason` (NULL = good).
 -- Rules are SPEC section 4; the first broken rule of a row is its reason.
 
-CREATE MACRO clean_text(x) AS nullif(trim(x, whitespace_chars()), '');
+-- Text is put in Unicode NFC, so that one spelling composed two ways (u + U+0308, or ü) is one
+-- value: matched alike (requests are NFC too, service/search_requests.py) and served alike.
+CREATE MACRO clean_text(x) AS nullif(trim(nfc_normalize(x), whitespace_chars()), '');
 -- A list column: each item cleaned, the empty ones dropped; no list at all is an empty list.
 CREATE MACRO clean_list(xs) AS
     coalesce(list_filter(list_transform(xs, lambda v: clean_text(v)), lambda v: v IS NOT NULL),
