@@ -31,6 +31,8 @@ NOT_RUN = {
     "make test": "the suite this test is part of",
     "make lint": "ruff, run by CI beside the suite",
     ".venv/bin/pytest -m": "a part of the suite this test is part of",
+    ".venv/bin/openapi-python-client generate": "tests/test_generated_client.py generates the "
+    "client from the served document and uses it",
 }
 # Request fields whose values must each exist in the demo data: an example that names a value
 # nothing has (`Vue` where the data says `Vue.js`) shows nothing of what it promises.
@@ -196,7 +198,7 @@ def _query_fields(query: str):
 
 
 def check_file(path: Path, command: str) -> None:
-    """A downloaded export holds records."""
+    """A downloaded export holds records; a downloaded OpenAPI document has paths."""
     assert path.is_file() and path.stat().st_size > 0, command
     if path.suffix == ".ndjson":
         lines = path.read_text().splitlines()
@@ -208,6 +210,8 @@ def check_file(path: Path, command: str) -> None:
     elif path.suffix == ".arrows":
         with open(path, "rb") as handle:
             assert ipc.open_stream(handle).read_all().num_rows > 0, command
+    elif path.suffix == ".json":
+        assert json.loads(path.read_text())["paths"], command
     else:
         pytest.fail(f"{command!r}: no check for a {path.suffix} download")
     os.unlink(path)
