@@ -37,6 +37,20 @@ def chromium() -> Path:
                 "(apt-get install chromium); or install it by hand")
 
 
+@contextmanager
+def launched_chromium():
+    """Debian's Chromium, headless, through Playwright; closed at the end."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium()),
+                                             args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
 @pytest.fixture
 def web_server(data_dir, fixture_drop):
     quarry(data_dir, "refresh", "--source", str(fixture_drop))
@@ -54,133 +68,123 @@ def web_server(data_dir, fixture_drop):
 
 
 def test_create_copy_use_and_revoke_a_token_in_the_browser(web_server):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     base = web_server
     ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(chromium()),
-                                             args=CHROMIUM_ARGS, headless=True)
-        try:
-            context = browser.new_context(viewport={"width": 1100, "height": 760})
-            context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
-            page = context.new_page()
-            # Script errors, anything the CSP blocked, any stylesheet/script/icon that failed.
-            problems: list[str] = []
-            page.on("console", lambda message: problems.append(message.text)
-                    if message.type == "error" and "Failed to load resource" not in message.text
-                    else None)
-            page.on("pageerror", lambda error: problems.append(str(error)))
-            page.on("response", lambda answer: problems.append(f"{answer.status} {answer.url}")
-                    if answer.status >= 400 and answer.request.resource_type != "document"
-                    else None)
+    with launched_chromium() as browser:
+        context = browser.new_context(viewport={"width": 1100, "height": 760})
+        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
+        page = context.new_page()
+        # Script errors, anything the CSP blocked, any stylesheet/script/icon that failed.
+        problems: list[str] = []
+        page.on("console", lambda message: problems.append(message.text)
+                if message.type == "error" and "Failed to load resource" not in message.text
+                else None)
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        page.on("response", lambda answer: problems.append(f"{answer.status} {answer.url}")
+                if answer.status >= 400 and answer.request.resource_type != "document"
+                else None)
 
-            # Signed out: the tokens page sends us to sign in. A wrong password first.
-            page.goto(f"{base}/settings/tokens")
-            expect(page).to_have_url(f"{base}/login")
-            page.get_by_label("Email").fill(EMAIL)
-            page.get_by_label("Password").fill("not my password")
-            page.get_by_role("button", name="Sign in").click()
-            expect(page.get_by_role("alert")).to_have_text("Wrong email or password.")
-            expect(page.get_by_label("Email")).to_have_value(EMAIL)
-            page.get_by_label("Password").fill(PASSWORD)
-            page.get_by_role("button", name="Sign in").click()
-            expect(page).to_have_url(f"{base}/settings/tokens")
-            expect(page).to_have_title("API tokens")
-            expect(page.get_by_role("heading", name="API tokens", level=1)).to_be_visible()
+        # Signed out: the tokens page sends us to sign in. A wrong password first.
+        page.goto(f"{base}/settings/tokens")
+        expect(page).to_have_url(f"{base}/login")
+        page.get_by_label("Email").fill(EMAIL)
+        page.get_by_label("Password").fill("not my password")
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("alert")).to_have_text("Wrong email or password.")
+        expect(page.get_by_label("Email")).to_have_value(EMAIL)
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page).to_have_url(f"{base}/settings/tokens")
+        expect(page).to_have_title("API tokens")
+        expect(page.get_by_role("heading", name="API tokens", level=1)).to_be_visible()
 
-            # Create a token: shown once, with a copy button that really copies it.
-            page.get_by_label("Token name").fill("Browser test")
-            page.get_by_role("button", name="Create token").click()
-            expect(page.get_by_text("It will not be shown again")).to_be_visible()
-            key = page.locator("#new-key").inner_text().strip()
-            assert key.startswith("qry_") and len(key) >= 40
-            copy = page.locator('button[data-copy="new-key"]')
-            expect(copy).to_have_text("Copy")
-            copy.click()
-            expect(copy).to_have_text("Copied")
-            assert page.evaluate("navigator.clipboard.readText()") == key
-            page.screenshot(path=str(ARTIFACTS / "tokens-page.png"), full_page=True)
+        # Create a token: shown once, with a copy button that really copies it.
+        page.get_by_label("Token name").fill("Browser test")
+        page.get_by_role("button", name="Create token").click()
+        expect(page.get_by_text("It will not be shown again")).to_be_visible()
+        key = page.locator("#new-key").inner_text().strip()
+        assert key.startswith("qry_") and len(key) >= 40
+        copy = page.locator('button[data-copy="new-key"]')
+        expect(copy).to_have_text("Copy")
+        copy.click()
+        expect(copy).to_have_text("Copied")
+        assert page.evaluate("navigator.clipboard.readText()") == key
+        page.screenshot(path=str(ARTIFACTS / "tokens-page.png"), full_page=True)
 
-            # The copied token works on the API.
-            headers = {"Authorization": f"Bearer {key}"}
-            search = httpx.get(f"{base}/v1/companies/search", headers=headers)
-            assert search.status_code == 200 and search.json()["errors"] == []
+        # The copied token works on the API.
+        headers = {"Authorization": f"Bearer {key}"}
+        search = httpx.get(f"{base}/v1/companies/search", headers=headers)
+        assert search.status_code == 200 and search.json()["errors"] == []
 
-            # Reloaded, the list shows only the token's prefix, now used; then revoke it.
-            page.goto(f"{base}/settings/tokens")
-            row = page.locator(f'tr[data-prefix="{key[:12]}"]')
-            expect(row).to_contain_text("Browser test")
-            expect(row).to_contain_text("Active")
-            assert key not in page.content()
-            dialogs: list[str] = []
-            page.once("dialog", lambda dialog: (dialogs.append(dialog.message),
-                                                dialog.accept()))
-            row.get_by_role("button", name="Revoke").click()
-            expect(page.get_by_role("status").filter(has_text="is revoked")).to_be_visible()
-            assert dialogs and "Browser test" in dialogs[0]
-            expect(row).to_contain_text("Revoked")
+        # Reloaded, the list shows only the token's prefix, now used; then revoke it.
+        page.goto(f"{base}/settings/tokens")
+        row = page.locator(f'tr[data-prefix="{key[:12]}"]')
+        expect(row).to_contain_text("Browser test")
+        expect(row).to_contain_text("Active")
+        assert key not in page.content()
+        dialogs: list[str] = []
+        page.once("dialog", lambda dialog: (dialogs.append(dialog.message),
+                                            dialog.accept()))
+        row.get_by_role("button", name="Revoke").click()
+        expect(page.get_by_role("status").filter(has_text="is revoked")).to_be_visible()
+        assert dialogs and "Browser test" in dialogs[0]
+        expect(row).to_contain_text("Revoked")
 
-            refused = httpx.get(f"{base}/v1/companies/search", headers=headers)
-            assert refused.status_code == 401
-            assert refused.json()["errors"][0]["id"] == "unauthorized"
+        refused = httpx.get(f"{base}/v1/companies/search", headers=headers)
+        assert refused.status_code == 401
+        assert refused.json()["errors"][0]["id"] == "unauthorized"
 
-            # On a phone-sized screen the list is still readable (saved for a look).
-            page.set_viewport_size({"width": 390, "height": 844})
-            page.screenshot(path=str(ARTIFACTS / "tokens-page-phone.png"), full_page=True)
-            width = page.evaluate("document.documentElement.scrollWidth")
-            assert width <= 390, f"the page scrolls sideways on a phone ({width}px)"
+        # On a phone-sized screen the list is still readable (saved for a look).
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.screenshot(path=str(ARTIFACTS / "tokens-page-phone.png"), full_page=True)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"the page scrolls sideways on a phone ({width}px)"
 
-            page.get_by_role("button", name="Sign out").click()
-            expect(page.get_by_role("status")).to_have_text("You have signed out.")
-            assert problems == []
-        finally:
-            browser.close()
+        page.get_by_role("button", name="Sign out").click()
+        expect(page.get_by_role("status")).to_have_text("You have signed out.")
+        assert problems == []
 
 
 def test_api_reference_renders_from_this_origin_only(web_server):
     """The /schema page under the tokens page's Content-Security-Policy, with every request to
     another origin refused (as on a machine without internet access): Swagger UI still renders
     the operations, nothing was blocked and nothing was asked of another host."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     base = web_server
     ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(chromium()),
-                                             args=CHROMIUM_ARGS, headless=True)
-        try:
-            context = browser.new_context(viewport={"width": 1100, "height": 760})
-            elsewhere: list[str] = []
+    with launched_chromium() as browser:
+        context = browser.new_context(viewport={"width": 1100, "height": 760})
+        elsewhere: list[str] = []
 
-            def only_this_origin(route) -> None:
-                if route.request.url.startswith(f"{base}/"):
-                    route.continue_()
-                else:
-                    elsewhere.append(route.request.url)
-                    route.abort("internetdisconnected")
+        def only_this_origin(route) -> None:
+            if route.request.url.startswith(f"{base}/"):
+                route.continue_()
+            else:
+                elsewhere.append(route.request.url)
+                route.abort("internetdisconnected")
 
-            context.route("**/*", only_this_origin)
-            page = context.new_page()
-            problems: list[str] = []
-            page.on("console", lambda message: problems.append(message.text)
-                    if message.type == "error" else None)
-            page.on("pageerror", lambda error: problems.append(str(error)))
-            page.on("response", lambda answer: problems.append(f"{answer.status} {answer.url}")
-                    if answer.status >= 400 else None)
+        context.route("**/*", only_this_origin)
+        page = context.new_page()
+        problems: list[str] = []
+        page.on("console", lambda message: problems.append(message.text)
+                if message.type == "error" else None)
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        page.on("response", lambda answer: problems.append(f"{answer.status} {answer.url}")
+                if answer.status >= 400 else None)
 
-            page.goto(f"{base}/schema")
-            search = page.locator(".opblock-summary-path", has_text="/v1/contacts/search")
-            expect(search.first).to_be_visible(timeout=20_000)
-            document = httpx.get(f"{base}/schema/openapi.json").json()
-            operations = sum(len(methods) for methods in document["paths"].values())
-            expect(page.locator(".opblock")).to_have_count(operations)
-            search.first.click()  # the operation opens, with its parameters
-            expect(page.locator(".opblock-body").first).to_be_visible()
-            page.screenshot(path=str(ARTIFACTS / "schema-page.png"))
-            assert elsewhere == [] and problems == []
-        finally:
-            browser.close()
+        page.goto(f"{base}/schema")
+        search = page.locator(".opblock-summary-path", has_text="/v1/contacts/search")
+        expect(search.first).to_be_visible(timeout=20_000)
+        document = httpx.get(f"{base}/schema/openapi.json").json()
+        operations = sum(len(methods) for methods in document["paths"].values())
+        expect(page.locator(".opblock")).to_have_count(operations)
+        search.first.click()  # the operation opens, with its parameters
+        expect(page.locator(".opblock-body").first).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "schema-page.png"))
+        assert elsewhere == [] and problems == []
 
 
 @pytest.fixture
@@ -230,22 +234,17 @@ def fits(page, viewport: dict[str, int], what: str, rows: bool = True) -> None:
 @contextmanager
 def signed_in_page(base: str, viewport: dict[str, int], **context_options):
     """A Chromium page signed in as EMAIL, on the tokens page."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(chromium()),
-                                             args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_context(viewport=viewport, **context_options).new_page()
-            page.goto(f"{base}/login")
-            page.get_by_label("Email").fill(EMAIL)
-            page.get_by_label("Password").fill(PASSWORD)
-            page.get_by_role("button", name="Sign in").click()
-            expect(page).to_have_url(f"{base}/settings/tokens")
-            yield page
-        finally:
-            browser.close()
+    with launched_chromium() as browser:
+        page = browser.new_context(viewport=viewport, **context_options).new_page()
+        page.goto(f"{base}/login")
+        page.get_by_label("Email").fill(EMAIL)
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page).to_have_url(f"{base}/settings/tokens")
+        yield page
 
 
 def test_a_new_key_with_a_long_name_fits_and_a_reload_makes_no_second_key(crowded_server):
