@@ -81,6 +81,19 @@ FIELD_DOCS = {
     "industries": "Company industry equals any of these.",
     "tlds": "Last label of the company's domain equals any of these; a leading dot is ignored.",
     "technologies": "The company uses at least one of these technologies.",
+    "employee_count_min": "Company employee_count >= this. A company without an employee "
+                          "count never matches. Not greater than employee_count_max.",
+    "employee_count_max": "Company employee_count <= this. A company without an employee "
+                          "count never matches.",
+    "domains": "The company's domain equals any of these (up to 1,000), both normalised as a "
+               "domain: lower-cased, without http(s)://, www., path, port and trailing dots "
+               "(https://www.Acme.io/about is acme.io).",
+    "company_names": "Company name contains any of these as a substring, case-insensitively; "
+                     "% _ and \\ are literal.",
+    "company_has_linkedin_profile": "true: only companies with a LinkedIn page. false: no "
+                                    "filter.",
+    "company_has_generic_email": "true: only companies with a generic address (info@, "
+                                 "sales@, ...). false: no filter.",
     "job_titles": "Job title contains any of these as a substring; % _ and \\ are literal.",
     "departments": "Contact department equals any of these.",
     "seniorities": "Contact seniority equals any of these.",

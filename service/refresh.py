@@ -22,17 +22,21 @@ from .snapshots import SnapshotError, SnapshotStore, new_version
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 
 COMPANY_COLUMNS = ("id", "name", "domain", "industry", "function", "city", "state", "country",
-                   "technologies", "employee_count", "created_at")
+                   "technologies", "employee_count", "created_at", "linkedin_url",
+                   "generic_emails")
 CONTACT_COLUMNS = ("id", "company_id", "first_name", "last_name", "job_title", "department",
                    "seniority", "work_email", "personal_emails", "linkedin_url",
                    "is_decision_maker")
-LIST_COLUMNS = {"technologies", "personal_emails"}
+LIST_COLUMNS = {"technologies", "personal_emails", "generic_emails"}
+# Columns a drop may leave out (SPEC 4, v2): read as if every value were null, so that a drop
+# made before they existed still refreshes.
+OPTIONAL_COLUMNS = {"linkedin_url": "VARCHAR", "generic_emails": "VARCHAR[]"}
 RECORDS_ROW_GROUP = 2_048
 # What a Parquet column may hold, besides text (which every column accepts, as CSV does) and
 # the all-null type. Anything else is refused at once, naming the file and the column.
 COLUMN_KINDS = {"employee_count": "integer", "created_at": "timestamp",
                 "is_decision_maker": "boolean", "technologies": "list",
-                "personal_emails": "list"}
+                "personal_emails": "list", "generic_emails": "list"}
 EXPECTED = {"text": "text", "integer": "an integer (or text)",
             "timestamp": "a timestamp or date (or text)", "boolean": "a boolean (or text)",
             "list": "a list of text (or ';'-separated text)"}
@@ -136,6 +140,7 @@ def _build(work: Path, version: str, files: dict[str, Path], max_bad_share: floa
     staging = duckdb.connect(str(work / "staging.duckdb"), config=config)
     try:
         staging.execute(f"CREATE MACRO whitespace_chars() AS {_sql_string(WHITESPACE)}")
+        _run_sql_file(staging, SQL_DIR / "keys.sql")
         progress("checking files and columns")
         loads = _check_files(staging, files)
         for name, path in files.items():
@@ -155,6 +160,7 @@ def _build(work: Path, version: str, files: dict[str, Path], max_bad_share: floa
         _run_sql_file(staging, SQL_DIR / "refresh" / "3_build_snapshot.sql")
         staging.execute("USE snap")
         _run_sql_file(staging, SQL_DIR / "views.sql")
+        _run_sql_file(staging, SQL_DIR / "keys.sql")  # the server folds request values so
         staging.execute("USE staging")
         progress("rendering records")
         # Small row groups: a page fetches its records by position, and zone maps then skip
@@ -228,12 +234,17 @@ def _check_files(db: duckdb.DuckDBPyConnection,
             except duckdb.Error as exc:
                 raise RefreshError(f"{path.name} cannot be read: {_first_line(exc)}") from None
             types = {row[0]: row[1] for row in described}
-        missing = [column for column in columns if column not in types]
+        optional = OPTIONAL_COLUMNS if name == "companies" else {}
+        missing = [column for column in columns if column not in types
+                   and column not in optional]
         if missing:
             problems.append(f"{path.name} lacks the column(s) {', '.join(missing)}")
             continue
         selects = []
         for column in columns:
+            if column not in types:  # an optional column the drop leaves out
+                selects.append(f'CAST(NULL AS {optional[column]}) AS "{column}"')
+                continue
             select = _raw_column(column, types[column])
             if select is None:
                 problems.append(f"{path.name}: column {column} has type {types[column]}; "
