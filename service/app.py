@@ -46,6 +46,8 @@ from .envelope import (
 )
 from .export import MEDIA_TYPES, ExportStream, compile_export_query
 from .guard import FailedAuths
+from .match import COMPANIES, CONTACTS, MatchKind, match_body, match_inputs, parse_match_body
+from .match_index import match_index
 from .openapi import openapi_document, swagger_page
 from .ratelimit import TokenBuckets
 from .search_requests import (
@@ -75,7 +77,8 @@ def create_app(settings: Settings) -> ASGIApp:
         route_handlers=[
             contacts_search_post, contacts_search_get, companies_search_post,
             companies_search_get, contact_lookup, company_lookup, contacts_export,
-            companies_export, health, schema_json, schema_page, *web.pop("route_handlers"),
+            companies_export, contacts_match, companies_match, health, schema_json, schema_page,
+            *web.pop("route_handlers"),
         ],
         **web,
         exception_handlers={Exception: error_response},
@@ -177,6 +180,33 @@ def _records(cursor: duckdb.DuckDBPyConnection, records_sql: str,
     if not positions:
         return []
     return [row[0] for row in cursor.execute(records_sql, [positions]).fetchall()]
+
+
+# --- match ------------------------------------------------------------------------------------
+
+
+@post("/v1/contacts/match", status_code=200)
+async def contacts_match(request: Request) -> Response:
+    return await _match(request, CONTACTS)
+
+
+@post("/v1/companies/match", status_code=200)
+async def companies_match(request: Request) -> Response:
+    return await _match(request, COMPANIES)
+
+
+async def _match(request: Request, kind: MatchKind) -> Response:
+    inputs = parse_match_body(await _json_body(request), kind)
+    snapshot = _snapshot(request)
+    keys = snapshot.manifest.get("match_keys")
+    if keys is None:
+        raise ApiError.one("unavailable", "the current snapshot was built before match keys "
+                           "existed; refresh the data to match against it")
+    index = match_index(snapshot)
+    outcomes, records = await _in_worker(request, snapshot, lambda cursor: match_inputs(
+        cursor, index, kind, inputs, keys["hash_check"]))
+    note_rows(request.scope, len(records))
+    return _raw_ok(match_body(outcomes, records, inputs, snapshot.version))
 
 
 # --- bulk export ------------------------------------------------------------------------------

@@ -7,11 +7,12 @@ document cannot drift from the code; paths and the error table are written out h
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
 from .envelope import ERROR_STATUS, ErrorObject
+from .match import CompanyMatchRequest, ContactMatchRequest
 from .records import Company, Contact
 from .search_requests import CompanyExport, CompanySearch, ContactExport, ContactSearch
 
@@ -65,6 +66,47 @@ class HealthAnswer(msgspec.Struct):
     errors: list[ErrorObject]
 
 
+MatchStatus = Literal["matched", "ambiguous", "no_match"]
+
+
+class MatchMeta(msgspec.Struct):
+    dataset: str
+    inputs: int
+    matched: int
+
+
+class ContactMatch(msgspec.Struct):
+    """One input's answer: the record when one key identified exactly one contact."""
+
+    ref: str | None
+    status: MatchStatus
+    matched_on: Literal["email", "linkedin_url", "name_and_company"] | None
+    candidates: int
+    record: Contact | None
+
+
+class CompanyMatch(msgspec.Struct):
+    """One input's answer: the record when one key identified exactly one company."""
+
+    ref: str | None
+    status: MatchStatus
+    matched_on: Literal["domain", "linkedin_url", "name"] | None
+    candidates: int
+    record: Company | None
+
+
+class ContactMatchAnswer(msgspec.Struct):
+    data: list[ContactMatch]
+    meta: MatchMeta
+    errors: list[ErrorObject]
+
+
+class CompanyMatchAnswer(msgspec.Struct):
+    data: list[CompanyMatch]
+    meta: MatchMeta
+    errors: list[ErrorObject]
+
+
 class ErrorAnswer(msgspec.Struct):
     data: None
     meta: dict[str, Any]
@@ -105,6 +147,22 @@ FIELD_DOCS = {
     "format": "Export format: ndjson (default), csv, parquet or arrow (an Arrow IPC stream).",
     "limit": "Export at most this many records; absent means all.",
 }
+MATCH_DOCS = {
+    "ref": "Any text, given back as is in the answer's item.",
+    "email": "Matches the contact's work email or one of its personal emails "
+             "(case-insensitive, trimmed).",
+    "linkedin_url": "Matches the record's LinkedIn URL, both normalised: lower-cased, "
+                    "without scheme, www. or a two-letter country subdomain, query, fragment "
+                    "and trailing slashes.",
+    "first_name": "With last_name and company_domain or company_name: the key "
+                  "name_and_company.",
+    "last_name": "With first_name and company_domain or company_name: the key "
+                 "name_and_company.",
+    "company_domain": "The contact's company domain, normalised as a domain.",
+    "company_name": "The contact's company name (case-insensitive, trimmed).",
+    "domain": "Matches the company's domain, both normalised as a domain.",
+    "name": "Matches the company's name (case-insensitive, trimmed).",
+}
 COMMON_ERRORS = ("unauthorized", "rate_limited", "unavailable", "query_timeout", "internal_error")
 
 
@@ -115,7 +173,9 @@ def openapi_document() -> bytes:
 @functools.cache
 def _document() -> bytes:
     structs = [ContactSearch, CompanySearch, ContactExport, CompanyExport, ContactPage,
-               CompanyPage, ContactAnswer, CompanyAnswer, HealthAnswer, ErrorAnswer]
+               CompanyPage, ContactAnswer, CompanyAnswer, HealthAnswer, ErrorAnswer,
+               ContactMatchRequest, CompanyMatchRequest, ContactMatchAnswer,
+               CompanyMatchAnswer]
     _, components = msgspec.json.schema_components(
         structs, ref_template="#/components/schemas/{name}")
     for name in ("ContactSearch", "CompanySearch", "ContactExport", "CompanyExport"):
@@ -124,6 +184,9 @@ def _document() -> bytes:
             if base in FIELD_DOCS:
                 prefix = "Leave out records matching: " if field != base else ""
                 schema["description"] = prefix + FIELD_DOCS[base]
+    for name in ("ContactMatchInput", "CompanyMatchInput"):
+        for field, schema in components[name]["properties"].items():
+            schema["description"] = MATCH_DOCS[field]
     paths: dict[str, Any] = {}
     for kind, request, page in (("contacts", "ContactSearch", "ContactPage"),
                                 ("companies", "CompanySearch", "CompanyPage")):
@@ -160,6 +223,14 @@ def _document() -> bytes:
                                                                    "format": "binary"}},
             }}
         paths[f"/v1/{kind}/export"] = {"post": operation}
+    for kind, request, answer in (("contacts", "ContactMatchRequest", "ContactMatchAnswer"),
+                                  ("companies", "CompanyMatchRequest", "CompanyMatchAnswer")):
+        paths[f"/v1/{kind}/match"] = {"post": _operation(
+            f"Match 1 to 100 {kind} a client holds: keys tried in order, the first that "
+            "identifies exactly one record decides", answer,
+            ("invalid_input", "invalid_json", "payload_too_large", "unsupported_media_type"),
+            requestBody={"required": True, "content": {"application/json": {
+                "schema": {"$ref": f"#/components/schemas/{request}"}}}})}
     for kind, answer in (("contacts", "ContactAnswer"), ("companies", "CompanyAnswer")):
         paths[f"/v1/{kind}/{{id}}"] = {"get": _operation(
             f"One {kind[:-1] if kind == 'contacts' else 'company'} by id", answer, ("not_found",),

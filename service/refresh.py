@@ -17,6 +17,7 @@ from pathlib import Path
 
 import duckdb
 
+from .match_index import build_match_index
 from .snapshots import SnapshotError, SnapshotStore, new_version
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
@@ -169,6 +170,8 @@ def _build(work: Path, version: str, files: dict[str, Path], max_bad_share: floa
                         [str(work / "records.duckdb")])
         _run_sql_file(staging, SQL_DIR / "refresh" / "4_build_records.sql")
         staging.execute("DETACH rec")
+        progress("building match keys")
+        match_keys = build_match_index(staging, work)
         progress("writing Parquet files")
         _write_parquet(staging, work)
         counts = {name: staging.execute(f"SELECT count(*) FROM snap.{table}").fetchone()[0]
@@ -188,6 +191,7 @@ def _build(work: Path, version: str, files: dict[str, Path], max_bad_share: floa
         "rows": {"companies": counts["companies"], "contacts": counts["contacts"]},
         "read": totals,
         "rejected": rejected,
+        "match_keys": match_keys,
         "seconds": result.seconds,
     }
     (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
