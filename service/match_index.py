@@ -112,9 +112,9 @@ class MatchIndex:
             if name not in self._arrays:
                 company = file_of(self.folder, name, "company")
                 self._arrays[name] = (
-                    np.load(file_of(self.folder, name, "h"), mmap_mode="r"),
-                    np.load(file_of(self.folder, name, "pos"), mmap_mode="r"),
-                    np.load(company, mmap_mode="r") if company.is_file() else None)
+                    _mapped(file_of(self.folder, name, "h")),
+                    _mapped(file_of(self.folder, name, "pos")),
+                    _mapped(company) if company.is_file() else None)
             return self._arrays[name]
 
     def find(self, name: str, hashes: list[int]) -> list[Found]:
@@ -127,11 +127,21 @@ class MatchIndex:
         high = np.searchsorted(keys, wanted, side="right")
         found = []
         for start, end in zip(low.tolist(), high.tolist(), strict=True):
-            # A record can have one key twice (a personal email that is its work email).
-            chosen, first = np.unique(positions[start:end], return_index=True)
+            chosen = positions[start:end]
+            if end - start > 1:
+                # A record can have one key twice (a personal email that is its work email).
+                chosen, first = np.unique(chosen, return_index=True)
+            else:
+                first = slice(None)
             found.append(Found(chosen, None if companies is None
-                               else np.asarray(companies[start:end])[first]))
+                               else companies[start:end][first]))
         return found
+
+
+def _mapped(path: Path) -> np.ndarray:
+    """The array in `path`, memory-mapped, as a plain ndarray: numpy's memmap subclass costs
+    microseconds on every slice, which a batch takes hundreds of."""
+    return np.asarray(np.load(path, mmap_mode="r"))
 
 
 _INDEXES: dict[int, MatchIndex] = {}
