@@ -122,14 +122,18 @@ class JobTitleFilter(Filter):
 class DomainFilter(Filter):
     """The company's domain equals any value, both normalised as a domain (SPEC 3.1). Up to
     1,000 values (an account list) travel as one list parameter, folded by the same macro
-    that folded the data."""
+    that folded the data. The companies are found in the company_domain lookup table by the
+    hash of the domain, then by its text (so a shared hash never lets a company in)."""
 
     name: str = "domains"
     table: str = "company"
 
     def match(self, values: list[str], on: str) -> Fragment:
-        return Fragment(_on_company(
-            "domain_key IN (SELECT normalised_domain(unnest(?::VARCHAR[])))", on), [list(values)])
+        folded = "normalised_domain(unnest(?::VARCHAR[]))"
+        company_index = "idx" if on == "company" else "company_idx"
+        return Fragment(
+            f"{company_index} IN (SELECT idx FROM company_domain WHERE h IN (SELECT hash({folded}))"
+            f" AND domain_key IN (SELECT {folded}))", [list(values), list(values)])
 
 
 @dataclass(frozen=True)
