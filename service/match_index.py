@@ -56,7 +56,6 @@ LOOKUPS = {
 # DuckDB's hash of this text, kept in the manifest: a server whose DuckDB hashes otherwise
 # (another version) would find nothing, so it refuses to match on such a snapshot instead.
 HASH_CHECK_TEXT = "quarry match keys"
-BATCH_ROWS = 1 << 20
 
 
 def file_of(folder: Path, name: str, column: str) -> Path:
@@ -68,26 +67,16 @@ def build_match_index(db: duckdb.DuckDBPyConnection, folder: Path) -> dict[str, 
     entry (the hash check and each table's size)."""
     sizes = {}
     for name, sql in LOOKUPS.items():
-        parts: dict[str, list[np.ndarray]] = {}
-        for batch in db.sql(sql).to_arrow_reader(BATCH_ROWS):
-            for column in batch.schema.names:
-                parts.setdefault(column, []).append(
-                    batch.column(column).to_numpy(zero_copy_only=False))
-        hashes = _joined(parts.pop("h", []), np.uint64)
-        order = np.argsort(hashes)
-        np.save(file_of(folder, name, "h"), hashes[order])
-        del hashes
-        for column in ("pos", "company"):
-            if column in parts or (column == "pos"):
-                np.save(file_of(folder, name, column),
-                        _joined(parts.pop(column, []), np.int32)[order])
-        sizes[name] = int(len(order))
+        # DuckDB sorts on every thread (numpy's argsort on one took a third longer).
+        table = db.sql(f"SELECT * FROM ({sql}) ORDER BY h").to_arrow_table()
+        for column in table.column_names:
+            kind = np.uint64 if column == "h" else np.int32
+            np.save(file_of(folder, name, column),
+                    table.column(column).to_numpy().astype(kind, copy=False))
+        sizes[name] = table.num_rows
+        del table
     check = db.execute("SELECT hash(?)", [HASH_CHECK_TEXT]).fetchone()[0]
     return {"hash_check": int(check), "keys": sizes}
-
-
-def _joined(parts: list[np.ndarray], kind: type) -> np.ndarray:
-    return np.concatenate(parts).astype(kind, copy=False) if parts else np.zeros(0, kind)
 
 
 @dataclass

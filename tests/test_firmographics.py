@@ -212,6 +212,11 @@ def test_a_drop_without_the_optional_columns_still_refreshes(tmp_path):
             for flag in ("company_has_linkedin_profile", "company_has_generic_email"):
                 body = old.post("/v1/contacts/search", json={flag: True}).json()
                 assert body["meta"]["total"] == 0
+            # no company has a page: its lookup table is empty, and matching on it finds none
+            body = old.post("/v1/companies/match", json={"inputs": [
+                {"linkedin_url": "https://www.linkedin.com/company/x"},
+                {"name": companies[0]["name"]}]}).json()
+            assert [i["status"] for i in body["data"]] == ["no_match", "matched"]
 
 
 def test_the_openapi_document_describes_the_new_fields_and_members(client):
