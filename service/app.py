@@ -58,6 +58,8 @@ from .gate import (
     key_required,
     method_not_allowed,
 )
+from .match import COMPANIES, CONTACTS, MatchKind, match_body, match_inputs, parse_match_body
+from .match_index import match_index
 from .metrics import MEDIA_TYPE as METRICS_TYPE
 from .metrics import Metrics, route_template
 from .openapi import openapi_document, swagger_page
@@ -90,8 +92,8 @@ def create_app(settings: Settings) -> ASGIApp:
         route_handlers=[
             contacts_search_post, contacts_search_get, companies_search_post,
             companies_search_get, contact_lookup, company_lookup, contacts_export,
-            companies_export, health, metrics_page, schema_json, schema_page,
-            front_router(),
+            companies_export, contacts_match, companies_match, health, metrics_page,
+            schema_json, schema_page, front_router(),
             *web.pop("route_handlers"),
         ],
         **web,
@@ -205,6 +207,33 @@ def _records(cursor: duckdb.DuckDBPyConnection, records_sql: str,
     if not positions:
         return []
     return [row[0] for row in cursor.execute(records_sql, [positions]).fetchall()]
+
+
+# --- match ------------------------------------------------------------------------------------
+
+
+@post("/v1/contacts/match", status_code=200)
+async def contacts_match(request: Request) -> Response:
+    return await _match(request, CONTACTS)
+
+
+@post("/v1/companies/match", status_code=200)
+async def companies_match(request: Request) -> Response:
+    return await _match(request, COMPANIES)
+
+
+async def _match(request: Request, kind: MatchKind) -> Response:
+    inputs = parse_match_body(await _json_body(request), kind)
+    snapshot = _snapshot(request)
+    keys = snapshot.manifest.get("match_keys")
+    if keys is None:
+        raise ApiError.one("unavailable", "the current snapshot was built before match keys "
+                           "existed; refresh the data to match against it")
+    index = match_index(snapshot)
+    outcomes, records = await _in_worker(request, snapshot, lambda cursor: match_inputs(
+        cursor, index, kind, inputs, keys["hash_check"]))
+    note_rows(request.scope, len(records))
+    return _raw_ok(match_body(outcomes, records, inputs, snapshot.version))
 
 
 # --- bulk export ------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ kind of machine, so the layout keeps it to few, narrow reads (README, Export):
   vocabulary, side by side in one integer matrix: a contact's six codes are one read; the
   codes are also what Arrow and Parquet exports send (dictionary arrays of the vocabulary);
 * technologies are codes too, the lists' items one after another with their offsets;
-* the unique text columns (id, name, domain) and the numbers stay Arrow arrays.
+* the unique text columns (id, name, domain, linkedin_url), the generic emails (lists of
+  unique text) and the numbers stay Arrow arrays.
 
 A million companies take about 120 MB. `take` gives a window's companies as columns (Arrow,
 Parquet, CSV); `json` as the records' JSON text (NDJSON).
@@ -28,14 +29,15 @@ import pyarrow.compute as pc
 from .json_text import escaping_of, iso_text, json_string, json_strings
 
 FEW_VALUES = ("tld", "industry", "function", "city", "state", "country")
-TEXT = ("id", "name", "domain")
+TEXT = ("id", "name", "domain", "linkedin_url")
+LISTS = ("generic_emails",)
 NUMBERS = ("employee_count", "created_at")
 MISSING = -1  # the code of a null
 
 
 @dataclass(frozen=True)
 class CompanyColumns:
-    text: dict[str, pa.Array]
+    text: dict[str, pa.Array]     # TEXT and LISTS
     numbers: dict[str, pa.Array]
     codes: np.ndarray                  # one row per company, one column per FEW_VALUES (code_type)
     vocabulary: dict[str, pa.Array]    # FEW_VALUES and "technologies"
@@ -54,7 +56,7 @@ class CompanyColumns:
             cursor, "SELECT DISTINCT unnest(technologies) FROM company")
         few_type = code_type(*(vocabulary[name] for name in FEW_VALUES))
         technology_type = code_type(vocabulary["technologies"])
-        text: dict[str, list[pa.Array]] = {name: [] for name in TEXT}
+        text: dict[str, list[pa.Array]] = {name: [] for name in (*TEXT, *LISTS)}
         numbers: dict[str, list[pa.Array]] = {name: [] for name in NUMBERS}
         codes: list[np.ndarray] = []
         lengths: list[np.ndarray] = []
@@ -69,7 +71,7 @@ class CompanyColumns:
             if not batch.column("idx").equals(expected):
                 raise RuntimeError("the company table is not in idx order")
             loaded += batch.num_rows
-            for name in TEXT:
+            for name in (*TEXT, *LISTS):
                 text[name].append(batch.column(name))
             for name in NUMBERS:
                 numbers[name].append(batch.column(name))
@@ -111,6 +113,9 @@ class CompanyColumns:
         of `take`, each value rendered as JSON."""
         columns = self.take(positions, plain=False)
         text = {name: json_strings(columns[name], self.escaping[name]) for name in TEXT}
+        emails = columns["generic_emails"]
+        emails = pa.ListArray.from_arrays(emails.offsets, json_strings(
+            emails.values, self.escaping["generic_emails"]))
         few = {name: self._json_of(columns[name], name) for name in FEW_VALUES}
         technologies = columns["technologies"]
         items = pa.ListArray.from_arrays(technologies.offsets,
@@ -123,14 +128,17 @@ class CompanyColumns:
             '},"technologies":[', pc.binary_join(items, ","),
             '],"employee_count":',
             pc.fill_null(pc.cast(columns["employee_count"], pa.string()), "null"),
-            ',"created_at":"', iso_text(columns["created_at"]), '"}', "")
+            ',"linkedin_url":', text["linkedin_url"],
+            ',"generic_emails":[', pc.binary_join(emails, ","),
+            '],"created_at":"', iso_text(columns["created_at"]), '"}', "")
 
     # The JSON forms are made on the first NDJSON export, not when the companies are loaded:
     # finding what each text column must escape reads all of it (0.3 s at 1M companies).
     @cached_property
     def escaping(self) -> dict[str, str]:
         """What JSON must escape in each TEXT column (json_text.escaping_of)."""
-        return {name: escaping_of(values) for name, values in self.text.items()}
+        return {name: escaping_of(values.flatten() if name in LISTS else values)
+                for name, values in self.text.items()}
 
     @cached_property
     def vocabulary_json(self) -> dict[str, pa.Array]:

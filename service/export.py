@@ -113,6 +113,7 @@ COMPANY_COLUMNS = (
     'company.id, company.name, company.domain, company.tld, company.industry, '
     'company."function", company.city, company.state, company.country, '
     "coalesce(company.technologies, []::VARCHAR[]) AS technologies, company.employee_count, "
+    "company.linkedin_url, coalesce(company.generic_emails, []::VARCHAR[]) AS generic_emails, "
     "timezone('UTC', company.created_at) AS created_at"
 )
 # full_name is put together in Arrow (in DuckDB it made the reading 60% dearer);
@@ -448,7 +449,8 @@ def company_fields(columns: dict[str, pa.Array]) -> dict[str, pa.Array]:
         "location": struct({"city": columns["city"], "state": columns["state"],
                             "country": columns["country"]}),
         "technologies": columns["technologies"],
-        "employee_count": columns["employee_count"], "created_at": columns["created_at"],
+        "employee_count": columns["employee_count"], "linkedin_url": columns["linkedin_url"],
+        "generic_emails": columns["generic_emails"], "created_at": columns["created_at"],
     }
 
 

@@ -6,7 +6,10 @@ condition "the record matches any of these values"; the compiler uses it as is f
 condition is NULL, or its id is in no lookup table) is never left out by an exclusion.
 
 Values reach SQL only as `?` parameters. Case-folding happens in SQL with `lower(?)` on the
-value and pre-folded `*_key` columns built by the refresh, so both sides fold alike.
+value and pre-folded `*_key` columns built by the refresh, so both sides fold alike; the v2
+filters fold with the macros of sql/keys.sql, stored in the snapshot, which the refresh used.
+
+The scalar filters (ranges and flags) are classes too, each giving its conditions for a request.
 """
 
 from __future__ import annotations
@@ -115,6 +118,46 @@ class JobTitleFilter(Filter):
         return Fragment(f"title_idx IN (SELECT idx FROM title WHERE {tests})", list(values))
 
 
+@dataclass(frozen=True)
+class DomainFilter(Filter):
+    """The company's domain equals any value, both normalised as a domain (SPEC 3.1). Up to
+    1,000 values (an account list) travel as one list parameter, folded by the same macro
+    that folded the data. The companies are found in the company_domain lookup table by the
+    hash of the domain, then by its text (so a shared hash never lets a company in)."""
+
+    name: str = "domains"
+    table: str = "company"
+
+    def match(self, values: list[str], on: str) -> Fragment:
+        folded = "normalised_domain(unnest(?::VARCHAR[]))"
+        company_index = "idx" if on == "company" else "company_idx"
+        return Fragment(
+            f"{company_index} IN (SELECT idx FROM company_domain WHERE h IN (SELECT hash({folded}))"
+            f" AND domain_key IN (SELECT {folded}))", [list(values), list(values)])
+
+
+@dataclass(frozen=True)
+class CompanyNameFilter(Filter):
+    """The company's name contains any value (the rule of job_titles: case-insensitive, `%`,
+    `_` and `\\` literal), compared in NFC."""
+
+    name: str = "company_names"
+    table: str = "company"
+
+    def match(self, values: list[str], on: str) -> Fragment:
+        tests = " OR ".join(["contains(name_key, normalised_text(?))"] * len(values))
+        return Fragment(_on_company(tests, on), list(values))
+
+
+def _on_company(test: str, on: str) -> str:
+    """A test of company columns that the contact table does not repeat: on contacts, the
+    contacts of the matching companies, by company_idx (the matches are few companies, as for
+    technologies)."""
+    if on == "company":
+        return test
+    return f"company_idx IN (SELECT idx FROM company WHERE {test})"
+
+
 ARRAY_FILTERS: tuple[Filter, ...] = (
     LocationFilter(),
     EqualsAny("functions", "company", "function_key"),
@@ -124,14 +167,50 @@ ARRAY_FILTERS: tuple[Filter, ...] = (
     JobTitleFilter(),
     EqualsAny("departments", "contact", "department_key"),
     EqualsAny("seniorities", "contact", "seniority_key"),
+    DomainFilter(),
+    CompanyNameFilter(),
 )
 
-# Boolean field -> the contact column that must be true when the field is true.
-FLAG_COLUMNS = {
-    "has_personal_emails": "has_personal_email",
-    "has_linkedin_profile": "has_linkedin",
-    "is_decision_maker": "is_decision_maker",
-}
+
+@dataclass(frozen=True)
+class FlagFilter:
+    """A boolean field: `true` keeps the records whose `column` is true; `false` or absent
+    filters nothing. Company flags are repeated on the contact table under the same name."""
+
+    name: str
+    table: str
+    column: str
+
+    def conditions(self, request: Any) -> list[Fragment]:
+        return [Fragment(self.column)] if getattr(request, self.name, None) is True else []
+
+
+@dataclass(frozen=True)
+class RangeFilter:
+    """`<name>_min` / `<name>_max`: the column >= / <= the value. A record without a value
+    (NULL) never matches either bound. The contact table repeats the company's column."""
+
+    name: str
+    table: str
+    column: str
+
+    def conditions(self, request: Any) -> list[Fragment]:
+        found = []
+        if (low := getattr(request, f"{self.name}_min", None)) is not None:
+            found.append(Fragment(f"{self.column} >= ?", [low]))
+        if (high := getattr(request, f"{self.name}_max", None)) is not None:
+            found.append(Fragment(f"{self.column} <= ?", [high]))
+        return found
+
+
+SCALAR_FILTERS: tuple[FlagFilter | RangeFilter, ...] = (
+    FlagFilter("has_personal_emails", "contact", "has_personal_email"),
+    FlagFilter("has_linkedin_profile", "contact", "has_linkedin"),
+    FlagFilter("is_decision_maker", "contact", "is_decision_maker"),
+    FlagFilter("company_has_linkedin_profile", "company", "company_has_linkedin"),
+    FlagFilter("company_has_generic_email", "company", "company_has_generic_email"),
+    RangeFilter("employee_count", "company", "employee_count"),
+)
 
 
 def conditions(request: Any, table: str, on: str) -> list[Fragment]:
@@ -146,11 +225,11 @@ def conditions(request: Any, table: str, on: str) -> list[Fragment]:
         if values := getattr(request, f"exclude_{flt.name}", None):
             excluded = flt.match(values, on)
             found.append(Fragment(f"NOT coalesce(({excluded.sql}), false)", excluded.params))
+    for scalar in SCALAR_FILTERS:
+        if scalar.table == table:
+            found.extend(scalar.conditions(request))
     if table == "company":
         found.extend(_created_at_range(request.added_after, request.added_before))
-    else:
-        found.extend(Fragment(column) for name, column in FLAG_COLUMNS.items()
-                     if getattr(request, name, None) is True)
     return found
 
 

@@ -38,6 +38,8 @@ COMPANY_SCHEMA = pa.schema([
     pa.field("technologies", pa.list_(pa.string())),
     pa.field("employee_count", pa.int64()),
     pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field("linkedin_url", pa.string()),
+    pa.field("generic_emails", pa.list_(pa.string())),
 ])
 CONTACT_SCHEMA = pa.schema([
     pa.field("id", pa.string(), nullable=False),
@@ -214,6 +216,7 @@ def _company_chunk(v: _Vocab, rng: np.random.Generator, start: int, n: int,
     created = (CREATED_FROM.astype(np.int64) + offset.astype(np.int64)) * 1_000_000
 
     name, domain = _company_names(v, rng, n, function, country)
+    linkedin, generic = _company_addresses(rng, domain)
     table = pa.Table.from_arrays([
         _ids("cmp_", np.arange(start, start + n), total),
         name,
@@ -226,6 +229,8 @@ def _company_chunk(v: _Vocab, rng: np.random.Generator, start: int, n: int,
         _technologies(v, rng, typical),
         pa.array(employees.astype(np.int64), mask=employees_missing),
         pa.array(created, pa.timestamp("us", tz="UTC")),
+        linkedin,
+        generic,
     ], schema=COMPANY_SCHEMA)
     fact = {"region": v.country_region[country], "local": v.country_local[country],
             "emp": typical, "domain": domain}
@@ -293,6 +298,40 @@ def _company_names(v: _Vocab, rng: np.random.Generator, n: int, function: np.nda
         p.d2.take(second_slug), v.descriptor_slug.take(third_slug),
         v.domain_suffix.take(suf + 1), ".", v.tld_values.take(tld), "")
     return name, domain
+
+
+# A company's LinkedIn page, written as drops write it: mostly the canonical form, some in
+# upper case, without www. or with a trailing slash (SPEC 3.6 normalises them all alike).
+COMPANY_PAGES = pa.array(["https://www.linkedin.com/company/", "https://linkedin.com/company/",
+                          "HTTPS://WWW.LINKEDIN.COM/company/", "http://www.linkedin.com/company/"])
+COMPANY_PAGE_SHARES = np.array([0.86, 0.06, 0.04, 0.04])
+GENERIC_LOCALS = ["info", "contact", "hello", "sales", "support", "office"]
+
+
+def _company_addresses(rng: np.random.Generator, domain: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """The LinkedIn page (about 60% of companies with a domain) and the generic addresses such
+    as info@<domain> (about 40%, one or two), named after the domain."""
+    n = len(domain)
+    known = pc.is_valid(domain).to_numpy(zero_copy_only=False)
+    slug = pc.list_element(pc.split_pattern(domain, ".", max_splits=1), 0)
+    tail = pa.array(["", "/"]).take(pa.array((rng.random(n) < 0.08).astype(np.int8)))
+    page = pc.binary_join_element_wise(
+        COMPANY_PAGES.take(pa.array(_choice(rng, COMPANY_PAGE_SHARES, n))), slug, tail, "")
+    page = pc.if_else(pa.array(known & (rng.random(n) < 0.60 / 0.97)), page,
+                      pa.scalar(None, pa.string()))
+    count = np.where(known & (rng.random(n) < 0.40 / 0.97), 1 + (rng.random(n) < 0.3), 0)
+    first = rng.integers(0, len(GENERIC_LOCALS), n)
+    second = (first + rng.integers(1, len(GENERIC_LOCALS), n)) % len(GENERIC_LOCALS)
+    row = np.repeat(np.arange(n), count)
+    local = np.where(np.arange(len(row)) == np.searchsorted(row, row), first[row], second[row])
+    address = pc.binary_join_element_wise(pa.array(GENERIC_LOCALS).take(pa.array(local)), "@",
+                                          domain.take(pa.array(row)), "")
+    shout = pa.array(rng.random(len(row)) < 0.03)  # a few written in upper case
+    address = pc.if_else(shout, pc.utf8_upper(address), address)
+    offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(count, out=offsets[1:])
+    return page, pa.ListArray.from_arrays(pa.array(offsets), address,
+                                          mask=pa.array(count == 0))
 
 
 def _technologies(v: _Vocab, rng: np.random.Generator, employees: np.ndarray) -> pa.Array:

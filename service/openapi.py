@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 
 import msgspec
 from swagger_ui_bundle import swagger_ui_path
 
 from .envelope import ERROR_STATUS, ErrorObject
+from .match import CompanyMatchRequest, ContactMatchRequest
 from .records import Company, Contact
 from .search_requests import (
     CompanyExport,
@@ -81,6 +82,47 @@ class HealthAnswer(msgspec.Struct):
     errors: list[ErrorObject]
 
 
+MatchStatus = Literal["matched", "ambiguous", "no_match"]
+
+
+class MatchMeta(msgspec.Struct):
+    dataset: str
+    inputs: int
+    matched: int
+
+
+class ContactMatch(msgspec.Struct):
+    """One input's answer: the record when one key identified exactly one contact."""
+
+    ref: str | None
+    status: MatchStatus
+    matched_on: Literal["email", "linkedin_url", "name_and_company"] | None
+    candidates: int
+    record: Contact | None
+
+
+class CompanyMatch(msgspec.Struct):
+    """One input's answer: the record when one key identified exactly one company."""
+
+    ref: str | None
+    status: MatchStatus
+    matched_on: Literal["domain", "linkedin_url", "name"] | None
+    candidates: int
+    record: Company | None
+
+
+class ContactMatchAnswer(msgspec.Struct):
+    data: list[ContactMatch]
+    meta: MatchMeta
+    errors: list[ErrorObject]
+
+
+class CompanyMatchAnswer(msgspec.Struct):
+    data: list[CompanyMatch]
+    meta: MatchMeta
+    errors: list[ErrorObject]
+
+
 class ErrorAnswer(msgspec.Struct):
     data: None
     meta: dict[str, Any]
@@ -97,6 +139,19 @@ FIELD_DOCS = {
     "industries": "Company industry equals any of these.",
     "tlds": "Last label of the company's domain equals any of these; a leading dot is ignored.",
     "technologies": "The company uses at least one of these technologies.",
+    "employee_count_min": "Company employee_count >= this. A company without an employee "
+                          "count never matches. Not greater than employee_count_max.",
+    "employee_count_max": "Company employee_count <= this. A company without an employee "
+                          "count never matches.",
+    "domains": "The company's domain equals any of these (up to 1,000), both normalised as a "
+               "domain: lower-cased, without http(s)://, www., path, port and trailing dots "
+               "(https://www.Acme.io/about is acme.io).",
+    "company_names": "Company name contains any of these as a substring, case-insensitively; "
+                     "% _ and \\ are literal.",
+    "company_has_linkedin_profile": "true: only companies with a LinkedIn page. false: no "
+                                    "filter.",
+    "company_has_generic_email": "true: only companies with a generic address (info@, "
+                                 "sales@, ...). false: no filter.",
     "job_titles": "Job title contains any of these as a substring; % _ and \\ are literal.",
     "departments": "Contact department equals any of these.",
     "seniorities": "Contact seniority equals any of these.",
@@ -107,6 +162,22 @@ FIELD_DOCS = {
     "per_page": "Records per page, 1 to 100.",
     "format": "Export format: ndjson (default), csv, parquet or arrow (an Arrow IPC stream).",
     "limit": "Export at most this many records; absent means all.",
+}
+MATCH_DOCS = {
+    "ref": "Any text, given back as is in the answer's item.",
+    "email": "Matches the contact's work email or one of its personal emails "
+             "(case-insensitive, trimmed).",
+    "linkedin_url": "Matches the record's LinkedIn URL, both normalised: lower-cased, "
+                    "without scheme, www. or a two-letter country subdomain, query, fragment "
+                    "and trailing slashes.",
+    "first_name": "With last_name and company_domain or company_name: the key "
+                  "name_and_company.",
+    "last_name": "With first_name and company_domain or company_name: the key "
+                 "name_and_company.",
+    "company_domain": "The contact's company domain, normalised as a domain.",
+    "company_name": "The contact's company name (case-insensitive, trimmed).",
+    "domain": "Matches the company's domain, both normalised as a domain.",
+    "name": "Matches the company's name (case-insensitive, trimmed).",
 }
 # The errors a /v1 operation may answer whatever its input; /health answers none of the key's.
 COMMON_ERRORS = ("unauthorized", "rate_limited", "unavailable", "query_timeout", "internal_error")
@@ -155,7 +226,9 @@ def openapi_document() -> bytes:
 @functools.cache
 def _document() -> bytes:
     structs = [ContactSearch, CompanySearch, ContactExport, CompanyExport, ContactPage,
-               CompanyPage, ContactAnswer, CompanyAnswer, HealthAnswer, ErrorAnswer]
+               CompanyPage, ContactAnswer, CompanyAnswer, HealthAnswer, ErrorAnswer,
+               ContactMatchRequest, CompanyMatchRequest, ContactMatchAnswer,
+               CompanyMatchAnswer]
     _, components = msgspec.json.schema_components(
         structs, ref_template="#/components/schemas/{name}")
     for name in ("ContactSearch", "CompanySearch", "ContactExport", "CompanyExport"):
@@ -166,6 +239,9 @@ def _document() -> bytes:
                 schema["description"] = prefix + FIELD_DOCS[base]
             _describe_field(base, schema)
     _describe_records(components)
+    for name in ("ContactMatchInput", "CompanyMatchInput"):
+        for field, schema in components[name]["properties"].items():
+            schema["description"] = MATCH_DOCS[field]
     paths: dict[str, Any] = {}
     for kind, request, page in (("contacts", "ContactSearch", "ContactPage"),
                                 ("companies", "CompanySearch", "CompanyPage")):
@@ -212,6 +288,15 @@ def _document() -> bytes:
                 "application/vnd.apache.arrow.stream": {"schema": binary},
             }}
         paths[f"/v1/{kind}/export"] = {"post": operation}
+    for kind, request, answer in (("contacts", "ContactMatchRequest", "ContactMatchAnswer"),
+                                  ("companies", "CompanyMatchRequest", "CompanyMatchAnswer")):
+        paths[f"/v1/{kind}/match"] = {"post": _operation(
+            f"Match 1 to 100 {kind} a client holds: keys tried in order, the first that "
+            "identifies exactly one record decides", answer,
+            ("invalid_input", "invalid_json", "payload_too_large", "unsupported_media_type"),
+            operation_id=f"match_{kind}", tag=kind,
+            requestBody={"required": True, "content": {"application/json": {
+                "schema": {"$ref": f"#/components/schemas/{request}"}}}})}
     for kind, answer in (("contacts", "ContactAnswer"), ("companies", "CompanyAnswer")):
         one = kind[:-1] if kind == "contacts" else "company"
         paths[f"/v1/{kind}/{{id}}"] = {"get": _operation(

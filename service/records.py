@@ -25,6 +25,8 @@ class Company(msgspec.Struct):
     location: Location
     technologies: list[str]
     employee_count: int | None
+    linkedin_url: str | None
+    generic_emails: list[str]
     created_at: datetime
 
 

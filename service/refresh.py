@@ -18,22 +18,28 @@ from pathlib import Path
 
 import duckdb
 
+from .match_index import build_match_index
 from .snapshots import SnapshotError, SnapshotStore, new_version
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+KEYS_SQL = SQL_DIR / "keys.sql"  # the normalising macros (domains, LinkedIn URLs, text)
 
 COMPANY_COLUMNS = ("id", "name", "domain", "industry", "function", "city", "state", "country",
-                   "technologies", "employee_count", "created_at")
+                   "technologies", "employee_count", "created_at", "linkedin_url",
+                   "generic_emails")
 CONTACT_COLUMNS = ("id", "company_id", "first_name", "last_name", "job_title", "department",
                    "seniority", "work_email", "personal_emails", "linkedin_url",
                    "is_decision_maker")
-LIST_COLUMNS = {"technologies", "personal_emails"}
+LIST_COLUMNS = {"technologies", "personal_emails", "generic_emails"}
+# Columns a drop may leave out (SPEC 4, v2): read as if every value were null, so that a drop
+# made before they existed still refreshes.
+OPTIONAL_COLUMNS = {"linkedin_url": "VARCHAR", "generic_emails": "VARCHAR[]"}
 RECORDS_ROW_GROUP = 2_048
 # What a Parquet column may hold, besides text (which every column accepts, as CSV does) and
 # the all-null type. Anything else is refused at once, naming the file and the column.
 COLUMN_KINDS = {"employee_count": "integer", "created_at": "timestamp",
                 "is_decision_maker": "boolean", "technologies": "list",
-                "personal_emails": "list"}
+                "personal_emails": "list", "generic_emails": "list"}
 EXPECTED = {"text": "text", "integer": "an integer (or text)",
             "timestamp": "a timestamp or date (or text)", "boolean": "a boolean (or text)",
             "list": "a list of text (or ';'-separated text)"}
@@ -186,6 +192,7 @@ def _build(work: Path, version: str, files: dict[str, Path], max_bad_share: floa
         staging.execute("SET enable_progress_bar = true")
         staging.execute("SET enable_progress_bar_print = false")
         staging.execute(f"CREATE MACRO whitespace_chars() AS {_sql_string(WHITESPACE)}")
+        _run_sql_file(staging, KEYS_SQL, meter)
         progress("checking files and columns")
         loads = _check_files(staging, files)
         for name, path in files.items():
@@ -204,11 +211,15 @@ def _build(work: Path, version: str, files: dict[str, Path], max_bad_share: floa
             _refuse_if_too_bad(name, rejected[name], totals[name], max_bad_share)
 
         build, views = SQL_DIR / "refresh" / "3_build_snapshot.sql", SQL_DIR / "views.sql"
-        progress("building query tables", meter.start(_statements(build) + _statements(views)))
+        progress("building query tables", meter.start(
+            _statements(build) + _statements(views) + _statements(KEYS_SQL)))
         staging.execute("ATTACH ? AS snap", [str(work / "quarry.duckdb")])
         _run_sql_file(staging, build, meter)
         staging.execute("USE snap")
         _run_sql_file(staging, views, meter)
+        # Stored in the snapshot too: the server folds request values with these macros, so
+        # that both sides of a comparison are normalised alike.
+        _run_sql_file(staging, KEYS_SQL, meter)
         staging.execute("USE staging")
         records = SQL_DIR / "refresh" / "4_build_records.sql"
         progress("rendering records", meter.start(_statements(records)))
@@ -218,6 +229,8 @@ def _build(work: Path, version: str, files: dict[str, Path], max_bad_share: floa
                         [str(work / "records.duckdb")])
         _run_sql_file(staging, records, meter)
         staging.execute("DETACH rec")
+        progress("building match keys", meter.start(1))
+        match_keys = build_match_index(staging, work)
         progress("writing Parquet files", meter.start(3))
         _write_parquet(staging, work, meter)
         counts = {name: staging.execute(f"SELECT count(*) FROM snap.{table}").fetchone()[0]
@@ -238,6 +251,7 @@ def _build(work: Path, version: str, files: dict[str, Path], max_bad_share: floa
         "rows": {"companies": counts["companies"], "contacts": counts["contacts"]},
         "read": totals,
         "rejected": rejected,
+        "match_keys": match_keys,
         "seconds": result.seconds,
     }
     (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -284,12 +298,17 @@ def _check_files(db: duckdb.DuckDBPyConnection,
             except duckdb.Error as exc:
                 raise RefreshError(f"{path.name} cannot be read: {_first_line(exc)}") from None
             types = {row[0]: row[1] for row in described}
-        missing = [column for column in columns if column not in types]
+        optional = OPTIONAL_COLUMNS if name == "companies" else {}
+        missing = [column for column in columns if column not in types
+                   and column not in optional]
         if missing:
             problems.append(f"{path.name} lacks the column(s) {', '.join(missing)}")
             continue
         selects = []
         for column in columns:
+            if column not in types:  # an optional column the drop leaves out
+                selects.append(f'CAST(NULL AS {optional[column]}) AS "{column}"')
+                continue
             select = _raw_column(column, types[column])
             if select is None:
                 problems.append(f"{path.name}: column {column} has type {types[column]}; "

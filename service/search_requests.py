@@ -21,11 +21,14 @@ from .envelope import ApiError, ErrorObject, problem
 
 MAX_STRING = 200
 MAX_VALUES = 100
+MAX_DOMAINS = 1_000  # domains and exclude_domains: an account list (SPEC 3.1)
 MAX_WINDOW = 10_000  # page * per_page
 MAX_LIMIT = 2**63 - 1  # DuckDB's LIMIT takes a BIGINT; a larger export limit would fail there
 
 Value = Annotated[str, Meta(min_length=1, max_length=MAX_STRING)]
 Values = Annotated[list[Value], Meta(max_length=MAX_VALUES)] | None
+Domains = Annotated[list[Value], Meta(max_length=MAX_DOMAINS)] | None
+Count = Annotated[int, Meta(ge=0)] | None
 Page = Annotated[int, Meta(ge=1)]
 PerPage = Annotated[int, Meta(ge=1, le=100)]
 ExportFormat = Literal["ndjson", "csv", "parquet", "arrow"]
@@ -39,11 +42,19 @@ class CompanyFilters(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     industries: Values = None
     tlds: Values = None
     technologies: Values = None
+    employee_count_min: Count = None
+    employee_count_max: Count = None
+    domains: Domains = None
+    company_names: Values = None
+    company_has_linkedin_profile: bool | None = None
+    company_has_generic_email: bool | None = None
     exclude_locations: Values = None
     exclude_functions: Values = None
     exclude_industries: Values = None
     exclude_tlds: Values = None
     exclude_technologies: Values = None
+    exclude_domains: Domains = None
+    exclude_company_names: Values = None
 
 
 class ContactFilters(CompanyFilters, kw_only=True, forbid_unknown_fields=True):
@@ -151,12 +162,14 @@ def parse_query_string(pairs: list[tuple[str, str]], target: type[SearchRequest]
 
 # Field name -> how its value is checked, for every field of every request Struct.
 _LIST_FIELDS = ("locations", "functions", "industries", "tlds", "technologies",
-                "job_titles", "departments", "seniorities")
+                "job_titles", "departments", "seniorities", "domains", "company_names")
 FIELD_KINDS: dict[str, str] = {
     **{name: "strings" for name in _LIST_FIELDS},
     **{f"exclude_{name}": "strings" for name in _LIST_FIELDS},
     "added_after": "timestamp", "added_before": "timestamp",
     "has_personal_emails": "bool", "has_linkedin_profile": "bool", "is_decision_maker": "bool",
+    "company_has_linkedin_profile": "bool", "company_has_generic_email": "bool",
+    "employee_count_min": "int", "employee_count_max": "int",
     "page": "int", "per_page": "int", "limit": "int", "format": "format",
 }
 CONTACT_ONLY = {f.name for f in msgspec.structs.fields(ContactFilters)} - {
@@ -207,8 +220,9 @@ def _bad(name: str, details: str) -> _FieldProblems:
 def _check_strings(name: str, value: Any, from_text: bool) -> list[str]:
     if not isinstance(value, list):
         raise _bad(name, f"'{name}' must be an array of strings, got {_json_type(value)}")
-    if len(value) > MAX_VALUES:
-        raise _bad(name, f"'{name}' holds {len(value)} values; at most {MAX_VALUES} are allowed")
+    most = MAX_DOMAINS if name.endswith("domains") else MAX_VALUES
+    if len(value) > most:
+        raise _bad(name, f"'{name}' holds {len(value)} values; at most {most} are allowed")
     cleaned, problems = [], []
     for i, item in enumerate(value):
         # The same words for a JSON array and repeated query parameters (SPEC 3: the GET and
@@ -233,6 +247,10 @@ def _check_strings(name: str, value: Any, from_text: bool) -> list[str]:
                 parse_location(item)
             except ValueError as exc:
                 problems.append(problem("invalid_input", f"{where} ({item!r}): {exc}", name))
+        elif name.endswith("domains") and not domain_is_named(item):
+            problems.append(problem(
+                "invalid_input", f"{where} ({item!r}) names no domain once normalised (scheme, "
+                "www., path and trailing dots removed)", name))
         cleaned.append(item)
     if problems:
         raise _FieldProblems(problems)
@@ -255,7 +273,19 @@ def _check_int(name: str, value: Any, from_text: bool) -> int:
 
 INT_RANGES: dict[str, tuple[int, int | None]] = {
     "page": (1, None), "per_page": (1, 100), "limit": (1, MAX_LIMIT),
+    "employee_count_min": (0, None), "employee_count_max": (0, None),
 }
+
+
+# What sql/keys.sql's normalised_domain keeps of a value, but for case: a value is refused
+# when nothing is left. Lower-casing changes none of these characters, so the test here and
+# the macro that folds the value in the query agree on what is empty.
+_DOMAIN_PART = re.compile(r"(?:https?://)?(?:www\.)?([^/?#:]*)", re.IGNORECASE | re.ASCII)
+
+
+def domain_is_named(value: str) -> bool:
+    """Whether a domain value is non-empty once normalised as a domain (SPEC 3.1)."""
+    return bool(_DOMAIN_PART.match(value).group(1).rstrip("."))
 
 
 def _check_bool(name: str, value: Any, from_text: bool) -> bool:
@@ -326,6 +356,11 @@ def _cross_field_problems(clean: dict[str, Any], target: type, endpoint: str) ->
         problems.append(problem(
             "invalid_input", "'added_after' is later than 'added_before'; no record can match",
             "added_after"))
+    low, high = clean.get("employee_count_min"), clean.get("employee_count_max")
+    if low is not None and high is not None and low > high:
+        problems.append(problem(
+            "invalid_input", f"'employee_count_min' ({low}) is greater than "
+            f"'employee_count_max' ({high}); no record can match", "employee_count_min"))
     if "page" in {f.name for f in msgspec.structs.fields(target)}:
         page, per_page = clean.get("page", 1), clean.get("per_page", 25)
         if page * per_page > MAX_WINDOW:

@@ -3,7 +3,8 @@
 
 CREATE OR REPLACE VIEW companies AS
 SELECT id, name, domain, industry, "function", city, state, country, technologies,
-       employee_count, timezone('UTC', created_at) AS created_at
+       employee_count, timezone('UTC', created_at) AS created_at, linkedin_url,
+       generic_emails
 FROM company;
 
 CREATE OR REPLACE VIEW contacts AS

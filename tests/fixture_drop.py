@@ -35,11 +35,17 @@ TITLES = ["Senior Finance Manager", "finance MANAGER", "100% Growth Hacker", "Sa
 DEPARTMENTS = ["Finance", "finance", "Sales", "Engineering", "Executive", "Produktion", None]
 SENIORITIES = ["Manager", "Senior", "VP", "vp", "C-Level", "Director", "Entry", None]
 FIRST = ["Ada", "Grace", "José", "Zoë", None]
+# How drops write domains and LinkedIn URLs (SPEC 3.1 and 3.6 normalise them): {} is the value.
+DOMAIN_SPELLINGS = ["{}", "{}", "{}", "{}", "www.{}", "https://www.{}/about", "HTTP://{}.",
+                    "{}:8080", "{}/"]
+LINKEDIN_SPELLINGS = ["https://www.linkedin.com/{}", "https://www.linkedin.com/{}",
+                      "HTTPS://UK.LinkedIn.com/{}/?trk=x", "linkedin.com/{}/",
+                      "http://www.linkedin.com/{}#about", "https://de.linkedin.com/{}//"]
 LAST = ["Lovelace", "Hopper", "Müller", "O'Brien", None]
 
 
 def write_fixture_drop(out: Path, companies: int = 240, contacts: int = 1200, seed: int = 7,
-                       fmt: str = "parquet") -> None:
+                       fmt: str = "parquet", optional_columns: bool = True) -> None:
     rng = random.Random(seed)
     out.mkdir(parents=True, exist_ok=True)
     company_ids = [f"cmp_{i:04d}" for i in range(companies)]
@@ -76,15 +82,55 @@ def write_fixture_drop(out: Path, companies: int = 240, contacts: int = 1200, se
             "linkedin_url": None if rng.random() < 0.4 else f"https://www.linkedin.com/in/p{i}",
             "is_decision_maker": rng.choice([True, False, None]),
         })
+    _add_v2_values(random.Random(seed + 1), company_rows, contact_rows)
     rng.shuffle(contact_rows)
+    if not optional_columns:  # a drop made before SPEC v2's optional columns
+        for row in company_rows:
+            del row["linkedin_url"], row["generic_emails"]
     if fmt == "parquet":
-        pq.write_table(pa.Table.from_pylist(company_rows, schema=COMPANY_SCHEMA),
+        schema = COMPANY_SCHEMA if optional_columns else pa.schema(
+            [f for f in COMPANY_SCHEMA if f.name not in ("linkedin_url", "generic_emails")])
+        pq.write_table(pa.Table.from_pylist(company_rows, schema=schema),
                        out / "companies.parquet")
         pq.write_table(pa.Table.from_pylist(contact_rows, schema=CONTACT_SCHEMA),
                        out / "contacts.parquet")
     else:
         write_csv(out / "companies.csv", company_rows)
         write_csv(out / "contacts.csv", contact_rows)
+
+
+def _add_v2_values(rng: random.Random, companies: list[dict], contacts: list[dict]) -> None:
+    """What SPEC v2 reads and matches, from a stream of its own (the other values stay as
+    they were): dirty domains, some shared by two companies; company LinkedIn pages and
+    generic addresses; contacts' LinkedIn URLs in every spelling; work emails shared by
+    several contacts or in another case, and personal emails that are someone's work email."""
+    for company in companies:
+        if company["domain"] and rng.random() < 0.06:
+            company["domain"] = "shared-domain.io"
+        if company["domain"]:
+            company["domain"] = rng.choice(DOMAIN_SPELLINGS).format(company["domain"])
+        slug = "company/" + ("shared-page" if rng.random() < 0.05 else company["id"])
+        roll = rng.random()
+        company["linkedin_url"] = (None if roll < 0.35 else "  " if roll < 0.4 else
+                                   rng.choice(LINKEDIN_SPELLINGS).format(slug))
+        company["generic_emails"] = rng.choice([
+            None, None, [], [f"info@{company['id']}.io"],
+            [" SALES@Shared.io ", "", f"hello@{company['id']}.io"]])
+    for contact in contacts:
+        if contact["linkedin_url"]:
+            slug = contact["linkedin_url"].rsplit("/", 1)[-1]
+            slug = "in/shared-profile" if rng.random() < 0.03 else "in/" + rng.choice(
+                [slug, slug.upper()])
+            contact["linkedin_url"] = rng.choice(LINKEDIN_SPELLINGS).format(slug)
+        roll = rng.random()
+        if roll < 0.03:
+            contact["work_email"] = rng.choice(["shared@example.com", " Shared@Example.COM"])
+        elif roll < 0.06 and contact["work_email"]:
+            contact["work_email"] = contact["work_email"].upper()
+        elif roll < 0.08:
+            other = rng.choice(contacts)["work_email"]
+            if other:
+                contact["personal_emails"] = [*(contact["personal_emails"] or []), other]
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -114,6 +160,7 @@ COMPANY_SCHEMA = pa.schema([
     ("industry", pa.string()), ("function", pa.string()), ("city", pa.string()),
     ("state", pa.string()), ("country", pa.string()), ("technologies", pa.list_(pa.string())),
     ("employee_count", pa.int64()), ("created_at", pa.timestamp("us", tz="UTC")),
+    ("linkedin_url", pa.string()), ("generic_emails", pa.list_(pa.string())),
 ])
 CONTACT_SCHEMA = pa.schema([
     ("id", pa.string()), ("company_id", pa.string()), ("first_name", pa.string()),

@@ -6,6 +6,8 @@ the contract words it.
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from datetime import UTC, datetime
 
 import pyarrow.parquet as pq
@@ -16,6 +18,26 @@ def fold(text: str | None) -> str | None:
         return None
     text = text.strip()
     return text.lower() if text else None
+
+
+def fold_nfc(text: str | None) -> str | None:
+    """SPEC 3.1 (v2): trimmed, compared in NFC, lower-cased."""
+    text = fold(text)
+    return unicodedata.normalize("NFC", text).lower() if text else None
+
+
+def domain_key(text: str | None) -> str | None:
+    """SPEC 3.1: lower-cased; a leading http:// or https://, then www., removed; everything
+    from the first / ? # or : on removed; trailing dots removed."""
+    text = fold_nfc(text)
+    if text is None:
+        return None
+    for scheme in ("https://", "http://"):
+        if text.startswith(scheme):
+            text = text[len(scheme):]
+            break
+    text = text.removeprefix("www.")
+    return re.split(r"[/?#:]", text, maxsplit=1)[0].rstrip(".") or None
 
 
 def load(drop) -> tuple[dict[str, dict], dict[str, dict]]:
@@ -39,8 +61,8 @@ def _parse_time(text: str) -> datetime:
 
 
 def _tld(company):
-    domain = fold(company["domain"])
-    return domain.rstrip(".").split(".")[-1] if domain else None
+    domain = domain_key(company["domain"])
+    return domain.split(".")[-1] if domain else None
 
 
 def _location_matches(company, text: str) -> bool:
@@ -80,7 +102,33 @@ def _created(company, request):
             and (before is None or created <= _parse_time(before)))
 
 
+def _employees(company, request):
+    count, low, high = (company["employee_count"], request.get("employee_count_min"),
+                        request.get("employee_count_max"))
+    if low is None and high is None:
+        return True
+    return count is not None and (low is None or count >= low) and (high is None
+                                                                   or count <= high)
+
+
+def _company_names(company, request):
+    name = fold_nfc(company["name"])
+    return _any_of(request, "company_names", lambda v: name is not None and fold_nfc(v) in name)
+
+
+def _company_flags(company, request):
+    page = fold(company.get("linkedin_url"))
+    generic = [e for e in company.get("generic_emails") or [] if fold(e)]
+    return ((not request.get("company_has_linkedin_profile") or page is not None)
+            and (not request.get("company_has_generic_email") or bool(generic)))
+
+
 COMPANY_RULES = [
+    _employees,
+    lambda c, r: _any_of(r, "domains", lambda v: domain_key(c["domain"]) is not None
+                         and domain_key(c["domain"]) == domain_key(v)),
+    _company_names,
+    _company_flags,
     _equals("industry", "industries"),
     _equals("function", "functions"),
     lambda c, r: _any_of(r, "tlds", lambda v: _tld(c) is not None

@@ -259,6 +259,8 @@ def test_ndjson_lines_are_the_records_store_byte_for_byte(tmp_path, kind):
         company["name"] = f"{texts[i % len(texts)]} {i}"
         company["city"] = texts[(i + 1) % len(texts)]
         company["technologies"] = [texts[i % len(texts)], "React"]
+        company["linkedin_url"] = texts[(i + 2) % len(texts)]
+        company["generic_emails"] = [texts[(i + 3) % len(texts)], "info@plain.io"][:i % 3]
     pq.write_table(pa.Table.from_pylist(companies, pq.read_schema(drop / "companies.parquet")),
                    drop / "companies.parquet")
     store = SnapshotStore(tmp_path / "data")

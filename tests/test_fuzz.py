@@ -96,6 +96,8 @@ IN_WORDS_ONLY = (
     "may not be empty", "expected an ISO 8601 timestamp", "not a valid date or time",
     "is empty", "contains a NUL character", "page * per_page",
     "later than 'added_before'", "must be a JSON integer", "must be a whole number",
+    "is greater than 'employee_count_max'", "names no domain once normalised",
+    "carries no key to match on", "names no LinkedIn URL once normalised",
 )
 answered = {"ok": 0}  # 200s seen: the fuzzing must not be all refusals
 

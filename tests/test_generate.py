@@ -27,6 +27,8 @@ COMPANY_COLUMNS = [
     ("technologies", pa.list_(pa.string()), True),
     ("employee_count", pa.int64(), True),
     ("created_at", pa.timestamp("us", tz="UTC"), False),
+    ("linkedin_url", pa.string(), True),
+    ("generic_emails", pa.list_(pa.string()), True),
 ]
 CONTACT_COLUMNS = [
     ("id", pa.string(), False),
@@ -232,6 +234,28 @@ def test_company_realism(companies):
     assert all(len(t) <= 30 and len(set(t)) == len(t) for t in tech_lists)
     assert 0.01 < sum(not t for t in tech_lists) / n < 0.12
     assert max(map(len, tech_lists)) > 15
+
+
+def test_company_pages_and_generic_addresses(companies):
+    """SPEC v2's company members: about 60% have a LinkedIn page and 40% a generic address
+    at their own domain; some pages are written dirty (upper case, no www., trailing slash),
+    as real drops are, and all of them name the company's page."""
+    pages = [c["linkedin_url"] for c in companies if c["linkedin_url"]]
+    with_generic = [c for c in companies if c["generic_emails"]]
+    assert 0.5 < len(pages) / len(companies) < 0.7
+    assert 0.3 < len(with_generic) / len(companies) < 0.5
+    assert all(re.fullmatch(r"https?://(www\.)?linkedin\.com/company/[a-z0-9-]+/?", page,
+                            re.IGNORECASE) for page in pages)
+    assert any(page != page.lower() for page in pages)
+    assert any(page.endswith("/") for page in pages)
+    assert any("//linkedin.com" in page for page in pages)
+    for company in with_generic:
+        assert 1 <= len(company["generic_emails"]) <= 2
+        assert len(set(company["generic_emails"])) == len(company["generic_emails"])
+        for address in company["generic_emails"]:
+            local, _, domain = address.lower().partition("@")
+            assert local in {"info", "contact", "hello", "sales", "support", "office"}
+            assert domain == company["domain"]
 
 
 def test_technology_vocabulary():

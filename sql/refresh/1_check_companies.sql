@@ -27,7 +27,9 @@ SELECT
     CASE WHEN regexp_full_match(clean_text(employee_count), '[+-]?[0-9]{1,18}')
          THEN CAST(clean_text(employee_count) AS BIGINT) END AS employee_count,
     clean_text(created_at) AS created_at_text,
-    timezone('UTC', try_cast(clean_text(created_at) AS TIMESTAMPTZ)) AS created_at
+    timezone('UTC', try_cast(clean_text(created_at) AS TIMESTAMPTZ)) AS created_at,
+    clean_text(linkedin_url) AS linkedin_url,
+    clean_list(generic_emails) AS generic_emails
 FROM raw_companies;
 
 CREATE TABLE checked_companies AS

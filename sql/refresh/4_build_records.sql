@@ -19,7 +19,9 @@ SELECT
         'function': "function",
         'location': {'city': city, 'state': state, 'country': country},
         'technologies': coalesce(technologies, []::VARCHAR[]),
-        'employee_count': employee_count, 'created_at': iso_utc(created_at)
+        'employee_count': employee_count, 'linkedin_url': linkedin_url,
+        'generic_emails': coalesce(generic_emails, []::VARCHAR[]),
+        'created_at': iso_utc(created_at)
     }) AS VARCHAR) AS record
 FROM snap.company
 ORDER BY idx;
