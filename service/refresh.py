@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 
 from .match_index import build_match_index
-from .snapshots import SnapshotError, SnapshotStore, new_version
+from .snapshots import SNAPSHOT_LAYOUT, SnapshotError, SnapshotStore, new_version
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 KEYS_SQL = SQL_DIR / "keys.sql"  # the normalising macros (domains, LinkedIn URLs, text)
@@ -246,6 +246,7 @@ def _build(work: Path, version: str, files: dict[str, Path], max_bad_share: floa
                            round(time.monotonic() - started, 2))
     manifest = {
         "version": version,
+        "layout": SNAPSHOT_LAYOUT,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "source": {name: str(path.resolve()) for name, path in files.items()},
         "rows": {"companies": counts["companies"], "contacts": counts["contacts"]},

@@ -34,6 +34,10 @@ from .export import ExportSource
 BUILDING_PREFIX = ".building-"
 DELETING_PREFIX = ".deleting-"
 TEMPORARY_POINTER = ".CURRENT."
+# The tables and files a snapshot holds, as this code reads them. A snapshot of another layout
+# (one built before the v2 filters and match keys has none in its manifest) is refused when it
+# is opened, in words, rather than failing query by query.
+SNAPSHOT_LAYOUT = 2
 log = logging.getLogger("quarry")
 
 
@@ -111,6 +115,7 @@ class SnapshotStore:
         if not (self.path_of(version) / "manifest.json").is_file():
             raise SnapshotError(f"no kept snapshot {version!r} in {self.snapshots_dir}; see "
                                 "'quarry snapshots list'")
+        check_layout(version, json.loads((self.path_of(version) / "manifest.json").read_text()))
 
     @contextlib.contextmanager
     def _pointer_lock(self) -> Iterator[None]:
@@ -239,7 +244,9 @@ class ServingSnapshots:
                     self._seen = seen
                 except (OSError, ValueError, duckdb.Error) as exc:
                     if self._snapshot is None:
-                        raise NoSnapshot("the current data snapshot cannot be opened") from exc
+                        reason = f": {exc}" if isinstance(exc, OldLayout) else ""
+                        raise NoSnapshot(
+                            f"the current data snapshot cannot be opened{reason}") from exc
                     # Keep answering from the snapshot in use; try again on the next request.
                     log.warning("cannot open the current snapshot (%s); still serving %s",
                                 exc, self._snapshot.version)
@@ -279,6 +286,7 @@ def open_snapshot(store: SnapshotStore, version: str, duckdb_config: dict[str, A
     `duckdb_config` adds to READER_CONFIG; its `lock_configuration` is applied last."""
     path = store.path_of(version)
     manifest = json.loads((path / "manifest.json").read_text())
+    check_layout(version, manifest)
     config = {**READER_CONFIG, **duckdb_config}
     lock = config.pop("lock_configuration", False)
     connection = duckdb.connect(str(path / "quarry.duckdb"), read_only=True, config=config)
@@ -294,6 +302,17 @@ def open_snapshot(store: SnapshotStore, version: str, duckdb_config: dict[str, A
             "SELECT current_setting('lock_configuration')").fetchone()[0]:
         connection.execute("SET lock_configuration = true")
     return Snapshot(version, path, manifest, connection)
+
+
+class OldLayout(SnapshotError, ValueError):
+    """A snapshot built by a Quarry that laid its tables out otherwise."""
+
+
+def check_layout(version: str, manifest: dict[str, Any]) -> None:
+    layout = manifest.get("layout", 1)
+    if layout != SNAPSHOT_LAYOUT:
+        raise OldLayout(f"snapshot {version} has layout {layout}, and this Quarry reads layout "
+                        f"{SNAPSHOT_LAYOUT}; run 'quarry refresh' to build a new snapshot")
 
 
 def _fsync_dir(path: Path) -> None:

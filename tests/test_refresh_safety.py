@@ -321,3 +321,39 @@ def test_full_disk_is_a_clean_refusal(tiny_disk, fixture_drop, slow_drop, tmp_pa
         filler.unlink()
         quarry(data_dir, "snapshots", "use", versions[0])
         assert assert_serves_a_whole_snapshot(server, data_dir) == versions[0]
+
+
+def test_a_snapshot_of_an_older_layout_is_refused_in_words(tmp_path, fixture_drop):
+    """A snapshot built by an older Quarry (no `layout` in its manifest: before the v2 filters
+    and match keys) is never served query by query into 500s: the server answers 503
+    `unavailable` naming the fix, `snapshots use` and the offline commands refuse it in one
+    line, and a refresh builds a snapshot that serves."""
+    from litestar.testing import TestClient
+
+    from service.app import create_app
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path / "data")
+    store = SnapshotStore(settings.data_dir)
+    refresh(store, fixture_drop)
+    old_version = store.current_version()
+    manifest_path = store.path_of(old_version) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["layout"]
+    manifest_path.write_text(json.dumps(manifest))
+
+    with TestClient(create_app(settings)) as client:
+        for answer in (client.get("/health"), client.get("/v1/companies/search")):
+            assert answer.status_code in (401, 503), answer.text
+        health = client.get("/health").json()
+        assert health["errors"][0]["id"] == "unavailable"
+        assert "quarry refresh" in health["errors"][0]["details"]
+    for command in (["snapshots", "use", old_version], ["sql", str(REPO / "sql" / "analytics" /
+                                                                  "coverage_by_seniority.sql")]):
+        done = subprocess.run([*QUARRY, *command], cwd=REPO, env=env_for(settings.data_dir),
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert "layout 1" in done.stderr and "quarry refresh" in done.stderr
+    refresh(store, fixture_drop)  # a new snapshot of this layout serves again
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/health").status_code == 200
