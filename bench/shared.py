@@ -31,7 +31,7 @@ def prepare_snapshot(work: Path, drop: Path, prefix: str) -> Path:
     changed: the snapshot's layout is part of what is measured."""
     code = hashlib.sha256()
     for path in sorted([*(REPO / "sql").rglob("*.sql"), REPO / "service" / "refresh.py",
-                        REPO / "service" / "match_index.py"]):
+                        REPO / "service" / "match_index.py", REPO / "service" / "snapshots.py"]):
         code.update(path.read_bytes())
     data_dir = work / f"{prefix}-{code.hexdigest()[:12]}"
     if not (data_dir / "CURRENT").is_file():
