@@ -229,7 +229,7 @@ def _build(work: Path, version: str, files: dict[str, Path], max_bad_share: floa
                         [str(work / "records.duckdb")])
         _run_sql_file(staging, records, meter)
         staging.execute("DETACH rec")
-        progress("building match keys", meter.start(1))
+        progress("building match keys")  # numpy and DuckDB sorts: no statement count to show
         match_keys = build_match_index(staging, work)
         progress("writing Parquet files", meter.start(3))
         _write_parquet(staging, work, meter)
