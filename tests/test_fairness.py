@@ -21,7 +21,7 @@ from service.app import create_app
 from service.envelope import ApiError
 from service.export_slots import ExportSlots
 from service.generate import generate_drop
-from service.query_slots import QuerySlots
+from service.query_slots import RECENT, QuerySlots
 from service.refresh import refresh
 from service.snapshots import SnapshotStore
 from tests.serving import running_server
@@ -68,6 +68,8 @@ def test_a_user_holds_at_most_their_share_and_one_slot_stays_for_others():
     async def scenario() -> None:
         slots = QuerySlots(3)
         assert slots.share == 2
+        await slots.acquire(2, 20)  # another user is active: the reserve holds
+        slots.release(2)
         await slots.acquire(1, 10)
         await slots.acquire(1, 11)  # another key of the same user: the same share
         async with anyio.create_task_group() as tasks:
@@ -87,9 +89,36 @@ def test_a_user_holds_at_most_their_share_and_one_slot_stays_for_others():
     run_async(scenario)
 
 
+def test_a_user_alone_takes_every_slot_until_another_user_is_active():
+    async def scenario() -> None:
+        now = [0.0]
+        slots = QuerySlots(2, max_wait=0.2, clock=lambda: now[0])
+        for _ in range(2):  # alone: both slots, nobody is kept waiting by it
+            with anyio.fail_after(1):
+                await slots.acquire(1, 10)
+        assert slots.held == {1: 2} and slots.share_of(1) == 2
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(slots.acquire, 2, 20)  # another user comes: waits for a slot
+            await wait_all_tasks_blocked()
+            slots.release(1)  # ... and gets the one that frees, not user 1
+        assert slots.held == {1: 1, 2: 1}
+        slots.release(2)
+        assert slots.share_of(1) == 1  # user 2 asked just now: one slot stays for them
+        with pytest.raises(ApiError):
+            await slots.acquire(1, 10)  # waits with a slot free, then 429
+        now[0] += RECENT  # user 2 has been quiet for RECENT seconds: user 1 is alone again
+        with anyio.fail_after(1):
+            await slots.acquire(1, 10)
+        assert slots.held == {1: 2}
+
+    run_async(scenario)
+
+
 def test_past_the_queue_or_the_wait_a_request_gets_429_with_retry_after():
     async def scenario() -> None:
         slots = QuerySlots(2, max_waiting=2, max_wait=0.2)
+        await slots.acquire(2, 20)  # another user is active: the reserve holds
+        slots.release(2)
         await slots.acquire(1, 10)
         async with anyio.create_task_group() as tasks:
             for _ in range(2):
