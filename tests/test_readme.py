@@ -128,6 +128,10 @@ def shell(command: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedP
 def test_every_example_runs(demo, tmp_path):
     check_synopsis()
     env = env_for(tmp_path / "make-data", KEY=demo.key)
+    # Run the examples' `make` as a reader's shell would: under `make test` the suite inherits
+    # MAKELEVEL, and a nested make prints "Entering directory" lines into what it answers.
+    for name in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS"):
+        env.pop(name, None)
     ran, version = 0, None
     for number, block in enumerate(blocks()):
         # Each block starts from its own users database, as a reader would try it.
