@@ -143,7 +143,8 @@ class MethodPolicy:
             await self.app(scope, receive, send)
             return
         method, path = scope["method"], scope["path"]
-        allowed = allowed_methods(self.router, path)
+        # Looked up only where it is needed: a search's GET or POST does not pay for it.
+        allowed = allowed_methods(self.router, path) if method in ("OPTIONS", "HEAD") else None
         if method == "OPTIONS" and allowed is not None:
             await send_error(send, method_not_allowed(method, path, allowed),
                              [(b"allow", ", ".join(allowed).encode())])
@@ -154,10 +155,11 @@ class MethodPolicy:
 
         async def policed(message: Message) -> None:
             if message["type"] == "http.response.start" and message["status"] == 405:
+                methods = allowed_methods(self.router, path) or []
                 headers = [(name, value) for name, value in message.get("headers", [])
                            if name.lower() != b"allow"]
                 message = {**message,  # type: ignore[assignment]
-                           "headers": [*headers, (b"allow", ", ".join(allowed or []).encode())]}
+                           "headers": [*headers, (b"allow", ", ".join(methods).encode())]}
             elif head and message["type"] == "http.response.body":
                 message = {**message, "body": b""}  # type: ignore[assignment]
             await send(message)
