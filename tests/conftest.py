@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,18 @@ def make_settings(data_dir: Path, **overrides: str) -> Settings:
            "QUARRY_RATE_LIMIT": "100000",
            "QUARRY_DUCKDB_MEMORY_LIMIT": "1GB", **overrides}
     return Settings.from_env(env)
+
+
+@contextmanager
+def keyed_client(settings: Settings, email: str) -> Iterator[TestClient]:
+    """The real app over `settings`' data folder, sending a new key of a new user `email` on
+    every request."""
+    accounts = Accounts(settings.db_path)
+    accounts.create_user(email, "correct horse battery")
+    key, _ = accounts.create_key(email, "tests")
+    with TestClient(create_app(settings)) as test_client:
+        test_client.headers["Authorization"] = f"Bearer {key}"
+        yield test_client
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from litestar.testing import TestClient
 
 from service.accounts import Accounts
 from service.app import create_app
-from tests.conftest import make_settings
+from tests.conftest import keyed_client, make_settings
 
 
 def assert_envelope(answer, status: int, error_id: str, field: str | None = None) -> dict:
@@ -250,11 +250,7 @@ def test_query_timeout_with_a_one_millisecond_budget(tmp_path, fixture_drop):
 
     settings = make_settings(tmp_path / "data", QUARRY_QUERY_TIMEOUT_MS="1")
     refresh(SnapshotStore(settings.data_dir), fixture_drop)
-    accounts = Accounts(settings.db_path)
-    accounts.create_user("slow@example.com", "long enough pw")
-    key, _ = accounts.create_key("slow@example.com", "k")
-    with TestClient(create_app(settings)) as fresh:
-        fresh.headers["Authorization"] = f"Bearer {key}"
+    with keyed_client(settings, "slow@example.com") as fresh:
         for _ in range(3):
             assert_envelope(fresh.post("/v1/contacts/search", json={"job_titles": ["a"]}),
                             503, "query_timeout")

@@ -298,13 +298,9 @@ def test_null_members_are_not_given_and_ref_comes_back_as_is(client, oracle_rows
 def test_a_snapshot_without_match_keys_answers_unavailable(tmp_path):
     """A snapshot built before match keys existed (its manifest has none) is refused in the
     envelope, not with a 500."""
-    from litestar.testing import TestClient
-
-    from service.accounts import Accounts
-    from service.app import create_app
     from service.refresh import refresh
     from service.snapshots import SnapshotStore
-    from tests.conftest import make_settings
+    from tests.conftest import keyed_client, make_settings
     from tests.fixture_drop import write_fixture_drop
 
     write_fixture_drop(tmp_path / "drop", companies=10, contacts=20)
@@ -315,12 +311,8 @@ def test_a_snapshot_without_match_keys_answers_unavailable(tmp_path):
     old = json.loads(manifest.read_text())
     del old["match_keys"]
     manifest.write_text(json.dumps(old))
-    accounts = Accounts(settings.db_path)
-    accounts.create_user("m@example.com", "correct horse battery")
-    key, _ = accounts.create_key("m@example.com", "tests")
-    with TestClient(create_app(settings)) as old_client:
-        answer = old_client.post("/v1/companies/match", json={"inputs": [{"name": "x"}]},
-                                 headers={"Authorization": f"Bearer {key}"})
+    with keyed_client(settings, "m@example.com") as old_client:
+        answer = old_client.post("/v1/companies/match", json={"inputs": [{"name": "x"}]})
     assert answer.status_code == 503
     assert answer.json()["errors"][0]["id"] == "unavailable"
 

@@ -7,13 +7,10 @@ from __future__ import annotations
 import unicodedata
 
 import pytest
-from litestar.testing import TestClient
 
-from service.accounts import Accounts
-from service.app import create_app
 from service.refresh import refresh
 from service.snapshots import SnapshotStore
-from tests.conftest import make_settings
+from tests.conftest import keyed_client, make_settings
 from tests.test_refresh import COMPANY, CONTACT, csv_drop
 
 INVALID_SEARCHES = [
@@ -99,11 +96,7 @@ def decomposed_drop_app(tmp_path_factory):
     drop = csv_drop(folder / "drop", companies, contacts)
     settings = make_settings(folder / "data")
     refresh(SnapshotStore(settings.data_dir), drop)
-    accounts = Accounts(settings.db_path)
-    accounts.create_user("nfc@example.com", "correct horse battery")
-    key, _ = accounts.create_key("nfc@example.com", "tests")
-    with TestClient(create_app(settings)) as test_client:
-        test_client.headers["Authorization"] = f"Bearer {key}"
+    with keyed_client(settings, "nfc@example.com") as test_client:
         yield test_client
 
 
